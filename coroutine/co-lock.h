@@ -15,6 +15,15 @@
 
 #include "coroutine/coroutine.h"
 
+static inline void co_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
 /* A test-and-test-and-set spinlock for very short critical sections. */
 typedef struct CoSpin {
     atomic_bool locked;
@@ -24,7 +33,7 @@ static inline void co_spin_lock(CoSpin *s)
 {
     while (atomic_exchange_explicit(&s->locked, true, memory_order_acquire)) {
         while (atomic_load_explicit(&s->locked, memory_order_relaxed)) {
-            __builtin_ia32_pause_compat();
+            co_cpu_relax();
         }
     }
 }
@@ -50,7 +59,7 @@ typedef struct CoMutex {
     atomic_uint lockers;
     CoSpin spin;          /* guards waiters */
     CoWaitList waiters;
-    Coroutine *holder;
+    Coroutine *_Atomic holder; /* for assertions; written only by the owner or on hand-off */
 } CoMutex;
 
 void co_mutex_init(CoMutex *m);
@@ -84,12 +93,13 @@ bool co_queue_empty(CoQueue *q);
  * CoRwlock: many readers or one writer, granted in FIFO order so that a
  * waiting writer holds back later readers (no writer starvation).
  */
+typedef struct CoRwWaiter CoRwWaiter; /* lives on the waiting coroutine's stack */
+
 typedef struct CoRwlock {
-    CoSpin spin;
-    int readers;          /* holders in read mode */
-    bool writer;          /* held in write mode */
-    CoWaitList waiters;   /* queue_next-linked; mode kept in CoRwWaiter */
-    void *wait_modes;     /* private: per-waiter mode records */
+    CoSpin spin;                /* guards everything below */
+    int readers;                /* holders in read mode */
+    bool writer;                /* held in write mode */
+    CoRwWaiter *head, *tail;    /* FIFO of waiters, each wanting read or write */
 } CoRwlock;
 
 void co_rwlock_init(CoRwlock *l);
