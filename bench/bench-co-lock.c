@@ -33,12 +33,18 @@ static void coroutine_fn uncontended_co(void *opaque)
 typedef struct HandOff {
     CoMutex m;
     long counter;
+    atomic_int ready;
     atomic_int done;
 } HandOff;
 
 static void coroutine_fn handoff_co(void *opaque)
 {
     HandOff *h = opaque;
+    /* Start together, so the two threads really contend from the first lock. */
+    atomic_fetch_add(&h->ready, 1);
+    while (atomic_load(&h->ready) < 2) {
+        co_cpu_relax();
+    }
     for (int i = 0; i < HANDOFF_ITERS; i++) {
         co_mutex_lock(&h->m);
         h->counter++;

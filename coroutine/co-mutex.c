@@ -21,22 +21,22 @@ void co_mutex_init(CoMutex *m)
     *m = (CoMutex){0};
 }
 
-static void co_mutex_acquired(CoMutex *m)
-{
-    Coroutine *self = co_self();
-    atomic_store_explicit(&m->holder, self, memory_order_relaxed);
-    co_inc_locks(self);
-}
-
-bool coroutine_fn co_mutex_trylock(CoMutex *m)
+/* One compare-and-swap: takes the mutex when nobody holds or wants it. */
+static inline bool co_mutex_try_fast(CoMutex *m, Coroutine *self)
 {
     unsigned expected = 0;
     if (atomic_compare_exchange_strong_explicit(&m->lockers, &expected, 1, memory_order_acquire,
                                                 memory_order_relaxed)) {
-        co_mutex_acquired(m);
+        atomic_store_explicit(&m->holder, self, memory_order_relaxed);
+        co_inc_locks(self);
         return true;
     }
     return false;
+}
+
+bool coroutine_fn co_mutex_trylock(CoMutex *m)
+{
+    return co_mutex_try_fast(m, co_self());
 }
 
 void coroutine_fn co_mutex_lock(CoMutex *m)
@@ -44,7 +44,7 @@ void coroutine_fn co_mutex_lock(CoMutex *m)
     Coroutine *self = co_self();
 
     g_assert(self);
-    if (co_mutex_trylock(m)) {
+    if (co_mutex_try_fast(m, self)) {
         return;
     }
 
@@ -52,7 +52,8 @@ void coroutine_fn co_mutex_lock(CoMutex *m)
     if (atomic_fetch_add_explicit(&m->lockers, 1, memory_order_acquire) == 0) {
         /* Released between our failed CAS and here: it is ours. */
         co_spin_unlock(&m->spin);
-        co_mutex_acquired(m);
+        atomic_store_explicit(&m->holder, self, memory_order_relaxed);
+        co_inc_locks(self);
         return;
     }
     co_waitlist_push(&m->waiters, self);

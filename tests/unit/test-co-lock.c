@@ -105,6 +105,9 @@ static void coroutine_fn trylock_second_co(void *opaque)
 {
     TryState *s = opaque;
     s->second = co_mutex_trylock(&s->m);
+    if (s->second) {
+        co_mutex_unlock(&s->m);
+    }
 }
 
 static void test_comutex_trylock_fails_while_held(void **state)

@@ -8,6 +8,7 @@
  * what happened, checking the total against a single-threaded computation.
  */
 #include <glib.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 
