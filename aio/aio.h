@@ -15,6 +15,12 @@
  *    aio_bh_delete() only from the context's home thread (or before the
  *    context is run by any thread).  To act on another context, schedule a
  *    one-shot bottom half there.
+ *  - aio_poll() makes @ctx the calling thread's current context while it
+ *    runs, so callbacks see aio_get_current() == their context.
+ *
+ * Errors (GError) use the G_FILE_ERROR domain: G_FILE_ERROR_INVAL for a
+ * parameter out of range (the message names the parameter), codes from
+ * g_file_error_from_errno() for system failures.
  */
 #ifndef STRATA_AIO_H
 #define STRATA_AIO_H
@@ -37,6 +43,7 @@ typedef void AioBHFunc(void *opaque);
 typedef void AioTimerFunc(void *opaque);
 
 /* --- event notifiers (eventfd) --- */
+/* The eventfd is non-blocking; io_poll callbacks of a notifier get it as their opaque. */
 typedef struct EventNotifier {
     int fd;
 } EventNotifier;
@@ -133,8 +140,7 @@ bool aio_poll(AioContext *ctx, bool blocking);
  */
 bool aio_context_set_poll_params(AioContext *ctx, int64_t max_ns, int64_t grow, int64_t shrink,
                                  GError **errp);
-void aio_context_get_poll_params(AioContext *ctx, int64_t *max_ns, int64_t *grow,
-                                 int64_t *shrink);
+void aio_context_get_poll_params(AioContext *ctx, int64_t *max_ns, int64_t *grow, int64_t *shrink);
 /* Current poll window in ns (for tests and diagnostics). */
 int64_t aio_context_poll_ns(AioContext *ctx);
 

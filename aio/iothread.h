@@ -13,11 +13,14 @@
 
 typedef struct IOThread IOThread;
 
-/* Tunables; a negative value means "keep the default". */
+/*
+ * Tunables; -1 means "keep the default".  Any other negative value is
+ * rejected by iothread_create() with an error naming the parameter.
+ */
 typedef struct IOThreadParams {
-    int64_t poll_max_ns;  /* default 32768 */
-    int64_t poll_grow;    /* default 0 (= 2) */
-    int64_t poll_shrink;  /* default 0 (= 2) */
+    int64_t poll_max_ns;   /* default 32768 */
+    int64_t poll_grow;     /* default 0 (= 2) */
+    int64_t poll_shrink;   /* default 0 (= 2) */
     int64_t aio_max_batch; /* default 0 (engine default) */
 } IOThreadParams;
 
@@ -35,8 +38,9 @@ typedef struct IOThreadInfo {
 
 /*
  * Starts a thread named "IO <id>" running a new AioContext.  @params may be
- * NULL.  Fails (naming the parameter) when a value is out of [0, INT64_MAX],
- * or when @id is empty or already used.
+ * NULL.  Fails (naming the parameter, G_FILE_ERROR_INVAL) when a value is
+ * out of [0, INT64_MAX] and not -1, when @id is empty, or (G_FILE_ERROR_EXIST)
+ * when @id is already used.
  */
 IOThread *iothread_create(const char *id, const IOThreadParams *params, GError **errp);
 

@@ -11,6 +11,7 @@
 #define STRATA_COROUTINE_INT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "coroutine/coroutine.h"
@@ -39,6 +40,7 @@ struct Coroutine {
      */
     Coroutine *wakeup_head, **wakeup_tail;
     Coroutine *wakeup_next;
+    bool wakeup_queued;       /* on some coroutine's wakeup queue, not yet entered */
 
     /* Intrusive link for CoMutex / CoQueue / CoRwlock waiter lists. */
     Coroutine *queue_next;
