@@ -204,8 +204,8 @@ static bool raw_check_aio(RawAioMode aio, int flags, GError **errp)
         if (!(flags & BDRV_O_NOCACHE)) {
             /* Without O_DIRECT, io_submit() would do the I/O synchronously. */
             g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                        "aio=native needs cache.direct=on (Linux AIO is only asynchronous "
-                        "with O_DIRECT)");
+                        "aio=native was specified, but it requires cache.direct=on, which "
+                        "was not specified.");
             return false;
         }
         return laio_probe(errp);

@@ -332,7 +332,8 @@ int img_bench(int argc, char **argv)
     }
     if (b.step > 0) {
         int64_t room = b.image_size - b.bufsize;
-        b.first_pass = room >= b.offset ? (room - b.offset) / b.step + 1 : 0;
+        /* The first request always goes to the start offset, even past the end. */
+        b.first_pass = room >= b.offset ? (room - b.offset) / b.step + 1 : 1;
         b.per_pass = room >= 0 ? room / b.step + 1 : 1;
     }
     co_mutex_init(&b.lock);
