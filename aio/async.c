@@ -482,6 +482,20 @@ void aio_wait_kick(void)
      * (and sees the condition we changed) or we read its increment.
      */
     if (atomic_fetch_add_explicit(&aio_wait_waiters, 0, memory_order_acq_rel)) {
-        aio_bh_schedule_oneshot(aio_main_context(), aio_wait_bh, NULL);
+        /*
+         * One BH shared by all kickers: while it is pending, further kicks
+         * are a single atomic OR, with no allocation and no notify.
+         */
+        static AioBH *_Atomic kick_bh;
+        AioBH *bh = atomic_load(&kick_bh);
+        if (!bh) {
+            AioBH *fresh = aio_bh_new(aio_main_context(), aio_wait_bh, NULL);
+            if (atomic_compare_exchange_strong(&kick_bh, &bh, fresh)) {
+                bh = fresh;
+            } else {
+                g_free(fresh); /* never scheduled: nobody else has seen it */
+            }
+        }
+        aio_bh_schedule(bh);
     }
 }

@@ -18,6 +18,7 @@
 #include <pthread.h>
 
 #include "block/block-int.h"
+#include "block/block-priv.h"
 
 typedef struct BlkStats {
     _Atomic uint64_t rd_ops, wr_ops, flush_ops, discard_ops;
@@ -51,10 +52,12 @@ static void blk_inc_in_flight(BlockBackend *blk)
     atomic_fetch_add(&blk->in_flight, 1);
 }
 
+/* Drain waits for the count to reach zero, so only that transition needs a kick. */
 static void blk_dec_in_flight(BlockBackend *blk)
 {
-    atomic_fetch_sub(&blk->in_flight, 1);
-    aio_wait_kick();
+    if (atomic_fetch_sub(&blk->in_flight, 1) == 1) {
+        bdrv_kick_drain_waiters();
+    }
 }
 
 /*
@@ -288,7 +291,7 @@ void blk_drain(BlockBackend *blk)
         bdrv_drained_begin(bs);
     }
     /* Also covers asynchronous requests whose callback has not run yet. */
-    AIO_WAIT_WHILE(atomic_load(&blk->in_flight) > 0);
+    BDRV_WAIT_IN_FLIGHT(atomic_load(&blk->in_flight) > 0);
     if (bs) {
         bdrv_drained_end(bs);
         bdrv_unref(bs);

@@ -62,4 +62,31 @@ void bdrv_child_drain_after_switch(BdrvChild *c);
 /* Re-reads the length from the driver into the cache; main loop. */
 int64_t bdrv_refresh_total_bytes(BlockDriverState *bs);
 
+/*
+ * Waiting for in-flight counters to drop (drain, blk_drain).  Completions
+ * kick the main loop only while somebody waits this way: a kick per
+ * request would cost the main loop a wake-up per request whenever
+ * requests run in IOThreads and the main loop sleeps in AIO_WAIT_WHILE
+ * for something else.  Ordering: both sides use seq_cst read-modify-writes
+ * (the waiter on bdrv_drain_waiters then on the condition's counters, the
+ * completer on its counter then on bdrv_drain_waiters), so either the
+ * waiter sees the decrement or the completer sees the waiter and kicks.
+ */
+extern _Atomic unsigned bdrv_drain_waiters;
+
+#define BDRV_WAIT_IN_FLIGHT(cond)                                                                  \
+    do {                                                                                           \
+        atomic_fetch_add(&bdrv_drain_waiters, 1);                                                  \
+        AIO_WAIT_WHILE(cond);                                                                      \
+        atomic_fetch_sub(&bdrv_drain_waiters, 1);                                                  \
+    } while (0)
+
+/* Called after an in-flight counter reached zero. */
+static inline void bdrv_kick_drain_waiters(void)
+{
+    if (atomic_fetch_add(&bdrv_drain_waiters, 0)) {
+        aio_wait_kick();
+    }
+}
+
 #endif /* STRATA_BLOCK_PRIV_H */

@@ -21,6 +21,8 @@
  */
 #include "block/block-priv.h"
 
+_Atomic unsigned bdrv_drain_waiters;
+
 int bdrv_drain_all_count;
 
 static void bdrv_parent_drained_begin(BlockDriverState *bs)
@@ -157,7 +159,7 @@ void bdrv_drained_begin(BlockDriverState *bs)
     }
     GLOBAL_STATE_CODE();
     bdrv_do_drained_begin_quiesce(bs);
-    AIO_WAIT_WHILE(bdrv_drain_poll(bs));
+    BDRV_WAIT_IN_FLIGHT(bdrv_drain_poll(bs));
 }
 
 void bdrv_drained_end(BlockDriverState *bs)
@@ -200,7 +202,7 @@ void bdrv_drain_all_begin(void)
     g_list_free(nodes);
     /* Nodes created from now on start quiesced (bdrv_new reads the count). */
     bdrv_drain_all_count++;
-    AIO_WAIT_WHILE(bdrv_drain_all_poll());
+    BDRV_WAIT_IN_FLIGHT(bdrv_drain_all_poll());
 }
 
 void bdrv_drain_all_end(void)

@@ -48,10 +48,16 @@ void bdrv_inc_in_flight(BlockDriverState *bs)
     atomic_fetch_add(&bs->in_flight, 1);
 }
 
+/*
+ * Waiters (drain) wait for the count to reach zero; kicking on every
+ * completion would cost the main loop a wake-up per request when requests
+ * run in IOThreads.
+ */
 void bdrv_dec_in_flight(BlockDriverState *bs)
 {
-    atomic_fetch_sub(&bs->in_flight, 1);
-    aio_wait_kick();
+    if (atomic_fetch_sub(&bs->in_flight, 1) == 1) {
+        bdrv_kick_drain_waiters();
+    }
 }
 
 void *bdrv_blockalign(BlockDriverState *bs, size_t size)
