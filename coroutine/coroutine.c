@@ -37,7 +37,7 @@
 #include "aio/aio.h"
 #include "coroutine/coroutine-int.h"
 
-#define likely(x) __builtin_expect(!!(x), 1)
+#define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /*

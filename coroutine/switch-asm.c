@@ -15,7 +15,7 @@
 #endif
 
 /* ABI defaults: all FP exceptions masked, round to nearest, 64-bit x87 precision. */
-#define CO_MXCSR_DEFAULT 0x1f80u
+#define CO_MXCSR_DEFAULT  0x1f80u
 #define CO_X87_CW_DEFAULT 0x037fu
 
 void co_switch_trampoline(void);

@@ -24,8 +24,7 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-bool co_switch_init(CoroutineSwitch *sw, size_t stack_size, CoroutineSwitchEntry *entry,
-                    void *arg)
+bool co_switch_init(CoroutineSwitch *sw, size_t stack_size, CoroutineSwitchEntry *entry, void *arg)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t map_size = stack_size + page;

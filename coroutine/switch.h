@@ -69,15 +69,15 @@
 typedef void CoroutineSwitchEntry(void *arg);
 
 typedef struct CoroutineSwitch {
-    void *map;         /* guard page + stack, from mmap; NULL for a thread's own stack */
+    void *map; /* guard page + stack, from mmap; NULL for a thread's own stack */
     size_t map_size;
     void *stack_lo;    /* lowest usable stack byte (just above the guard page) */
     size_t stack_size; /* usable bytes from stack_lo up */
 #if defined(COROUTINE_BACKEND_asm)
     void *sp; /* saved stack pointer while switched out; the frame above it: switch-x86_64.S */
 #else
-    jmp_buf jb;                 /* saved registers while switched out (filled by _setjmp) */
-    bool fresh;                 /* never run: the first switch must go through setcontext */
+    jmp_buf jb; /* saved registers while switched out (filled by _setjmp) */
+    bool fresh; /* never run: the first switch must go through setcontext */
     CoroutineSwitchEntry *start_entry;
     void *start_arg;
 #endif
@@ -90,8 +90,7 @@ typedef struct CoroutineSwitch {
  * and prepares @sw so that the first co_switch() to it runs entry(arg).
  * Returns false with errno set when the mapping fails.
  */
-bool co_switch_init(CoroutineSwitch *sw, size_t stack_size, CoroutineSwitchEntry *entry,
-                    void *arg);
+bool co_switch_init(CoroutineSwitch *sw, size_t stack_size, CoroutineSwitchEntry *entry, void *arg);
 
 /* Unmaps the stack and drops the sanitizer state; @sw must not be running. */
 void co_switch_free(CoroutineSwitch *sw);
@@ -113,8 +112,7 @@ extern const char co_switch_backend_name[];
  * current stack frames, so ASan destroys its fake stack.
  * co_switch_san_finish() runs just after landing back in @self.
  */
-static inline void co_switch_san_start(CoroutineSwitch *from, CoroutineSwitch *to,
-                                       bool terminating)
+static inline void co_switch_san_start(CoroutineSwitch *from, CoroutineSwitch *to, bool terminating)
 {
 #if CO_SWITCH_ASAN
     if (terminating) {
