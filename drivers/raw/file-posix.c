@@ -368,16 +368,66 @@ static int coroutine_fn raw_co_rw(BlockDriverState *bs, int64_t offset, int64_t 
     return 0;
 }
 
+/*
+ * O_DIRECT wants every segment's address aligned to buf_align and its
+ * length to whole blocks.  The core aligns offsets and sizes, but a
+ * caller's buffer (or the core's head and tail padding around it) may
+ * still be misaligned in memory: such vectors go through a bounce buffer.
+ */
+static bool raw_iov_needs_bounce(BDRVRawState *s, const IOVector *qiov)
+{
+    if (!(s->open_flags & O_DIRECT)) {
+        return false;
+    }
+    for (int i = 0; i < qiov->niov; i++) {
+        if ((uintptr_t)qiov->iov[i].iov_base % s->buf_align ||
+            qiov->iov[i].iov_len % s->request_alignment) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* raw_co_rw through an aligned copy of @qiov. */
+static int coroutine_fn raw_co_rw_bounced(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                          IOVector *qiov, RawAioType type)
+{
+    void *buf = bdrv_blockalign(bs, bytes);
+    IOVector bounce;
+    int ret;
+
+    if (type == RAW_AIO_WRITE) {
+        iov_to_buf(qiov, 0, buf, bytes);
+    }
+    iov_init_buf(&bounce, buf, bytes);
+    ret = raw_co_rw(bs, offset, bytes, &bounce, type);
+    if (ret == 0 && type == RAW_AIO_READ) {
+        iov_from_buf(qiov, 0, buf, bytes);
+    }
+    iov_destroy(&bounce);
+    free(buf);
+    return ret;
+}
+
+static int coroutine_fn raw_co_rw_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      IOVector *qiov, RawAioType type)
+{
+    if (raw_iov_needs_bounce(bs->opaque, qiov)) {
+        return raw_co_rw_bounced(bs, offset, bytes, qiov, type);
+    }
+    return raw_co_rw(bs, offset, bytes, qiov, type);
+}
+
 static int coroutine_fn raw_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       IOVector *qiov, BdrvRequestFlags flags)
 {
-    return raw_co_rw(bs, offset, bytes, qiov, RAW_AIO_READ);
+    return raw_co_rw_any(bs, offset, bytes, qiov, RAW_AIO_READ);
 }
 
 static int coroutine_fn raw_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        IOVector *qiov, BdrvRequestFlags flags)
 {
-    int ret = raw_co_rw(bs, offset, bytes, qiov, RAW_AIO_WRITE);
+    int ret = raw_co_rw_any(bs, offset, bytes, qiov, RAW_AIO_WRITE);
     if (ret == 0 && (flags & BDRV_REQ_FUA)) {
         ret = raw_co_sync(bs);
     }

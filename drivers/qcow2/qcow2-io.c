@@ -1,0 +1,247 @@
+/*
+ * qcow2 data path: guest reads and writes, copy-on-write, compressed
+ * cluster reads.
+ *
+ * Each request is cut into pieces that map to one contiguous host range
+ * (qcow2_get_host_offset / qcow2_alloc_host_offset, under s->lock); the
+ * data I/O of a piece runs with s->lock released, so requests from any
+ * number of threads overlap their I/O.  An allocating piece writes the
+ * old content it must keep (cow_start), the guest data and the old
+ * content after it (cow_end) with a single host write, then takes the
+ * lock again to link the new clusters.
+ *
+ * Locking: the functions here take and release s->lock themselves; the
+ * helpers that read old content run without it, on L2 entries copied
+ * while it was held (an in-flight allocation keeps them from changing).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drivers/qcow2/qcow2.h"
+
+/* Reads guest [@offset, @offset + @bytes) from the backing chain into @qiov at @qoff. */
+static int coroutine_fn read_backing(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                     IOVector *qiov, size_t qoff)
+{
+    uint64_t avail = 0;
+    int ret = 0;
+
+    if (bs->backing) {
+        int64_t len = bdrv_co_getlength(bs->backing->bs);
+        if (len < 0) {
+            return len;
+        }
+        avail = (uint64_t)len > offset ? MIN(bytes, (uint64_t)len - offset) : 0;
+    }
+    if (avail) {
+        IOVector slice;
+        iov_init_slice(&slice, qiov, qoff, avail);
+        ret = bdrv_co_preadv(bs->backing, offset, avail, &slice, 0);
+        iov_destroy(&slice);
+    }
+    /* Past the end of a shorter backing file (or without one): zeroes. */
+    iov_memset(qiov, qoff + avail, 0, bytes - avail);
+    return ret;
+}
+
+/* Inflates the compressed cluster that L2 entry @entry describes into @out (one cluster). */
+static int coroutine_fn read_compressed_cluster(BlockDriverState *bs, uint64_t entry, void *out)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off, bytes;
+    qcow2_compressed_range(s, entry, &off, &bytes);
+    uint8_t *in = g_malloc(bytes);
+    int ret = bdrv_co_pread(bs->file, off, bytes, in, 0);
+    if (ret == 0) {
+        ret = qcow2_decompress(s->compression_type, out, s->cluster_size, in, bytes);
+    }
+    g_free(in);
+    return ret;
+}
+
+/*
+ * Reads bytes [@x, @y) of the guest cluster at @gc as L2 entry (@entry,
+ * @bitmap) describes them, into @qiov at @qoff.
+ */
+static int coroutine_fn read_cluster_part(BlockDriverState *bs, uint64_t gc, uint64_t entry,
+                                          uint64_t bitmap, uint64_t x, uint64_t y, IOVector *qiov,
+                                          size_t qoff)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = 0;
+
+    if (entry & QCOW2_OFLAG_COMPRESSED) {
+        uint8_t *buf = g_malloc(s->cluster_size);
+        ret = read_compressed_cluster(bs, entry, buf);
+        if (ret == 0) {
+            iov_from_buf(qiov, qoff, buf + x, y - x);
+        }
+        g_free(buf);
+        return ret;
+    }
+    for (uint64_t pos = x; pos < y && ret == 0;) {
+        int sc = (int)(pos >> s->subcluster_bits);
+        Qcow2SubclusterType t = qcow2_sc_type(s, entry, bitmap, sc);
+        uint64_t next = MIN(y, (uint64_t)(sc + 1) << s->subcluster_bits);
+        while (next < y &&
+               qcow2_sc_type(s, entry, bitmap, (int)(next >> s->subcluster_bits)) == t) {
+            next = MIN(y, next + s->subcluster_size);
+        }
+        size_t at = qoff + (pos - x);
+        switch (t) {
+        case QCOW2_SC_NORMAL: {
+            IOVector slice;
+            iov_init_slice(&slice, qiov, at, next - pos);
+            ret = bdrv_co_preadv(s->data_file, (entry & L2E_OFFSET_MASK) + pos, next - pos, &slice,
+                                 0);
+            iov_destroy(&slice);
+            break;
+        }
+        case QCOW2_SC_ZERO_PLAIN:
+        case QCOW2_SC_ZERO_ALLOC:
+            iov_memset(qiov, at, 0, next - pos);
+            break;
+        case QCOW2_SC_UNALLOC_PLAIN:
+        case QCOW2_SC_UNALLOC_ALLOC:
+            ret = read_backing(bs, gc + pos, next - pos, qiov, at);
+            break;
+        default:
+            ret = -EIO;
+            break;
+        }
+        pos = next;
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_co_preadv_impl(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      IOVector *qiov)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t done = 0;
+
+    while (done < (uint64_t)bytes) {
+        uint64_t n = bytes - done, host;
+        uint64_t pos = offset + done;
+
+        co_mutex_lock(&s->lock);
+        int type = qcow2_get_host_offset(bs, pos, &n, &host);
+        co_mutex_unlock(&s->lock);
+        if (type < 0) {
+            return type;
+        }
+
+        int ret = 0;
+        switch (type) {
+        case QCOW2_SC_UNALLOC_PLAIN:
+        case QCOW2_SC_UNALLOC_ALLOC:
+            ret = read_backing(bs, pos, n, qiov, done);
+            break;
+        case QCOW2_SC_ZERO_PLAIN:
+        case QCOW2_SC_ZERO_ALLOC:
+            iov_memset(qiov, done, 0, n);
+            break;
+        case QCOW2_SC_NORMAL: {
+            IOVector slice;
+            iov_init_slice(&slice, qiov, done, n);
+            ret = bdrv_co_preadv(s->data_file, host, n, &slice, 0);
+            iov_destroy(&slice);
+            break;
+        }
+        case QCOW2_SC_COMPRESSED: {
+            uint64_t in_cluster = qcow2_offset_into_cluster(s, pos);
+            ret = read_cluster_part(bs, pos - in_cluster, host, 0, in_cluster, in_cluster + n, qiov,
+                                    done);
+            break;
+        }
+        default:
+            ret = -EIO;
+            break;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        done += n;
+    }
+    return 0;
+}
+
+/*
+ * Writes the piece that @a allocates: old content of cow_start, @bytes of
+ * guest data from @qiov at @qoff, old content of cow_end, in one write.
+ */
+static int coroutine_fn write_with_cow(BlockDriverState *bs, Qcow2Alloc *a, uint64_t bytes,
+                                       IOVector *qiov, size_t qoff)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t last = (uint64_t)(a->nb_clusters - 1) << s->cluster_bits;
+    uint8_t *head = NULL, *tail = NULL;
+    IOVector v, part;
+    int ret = 0;
+
+    iov_init(&v, qiov->niov + 2);
+    if (a->cow_start.bytes) {
+        head = bdrv_blockalign(bs, a->cow_start.bytes);
+        iov_init_buf(&part, head, a->cow_start.bytes);
+        ret = read_cluster_part(bs, a->guest_offset, a->old_first, a->old_first_bitmap,
+                                a->cow_start.offset, a->cow_start.offset + a->cow_start.bytes,
+                                &part, 0);
+        iov_add(&v, head, a->cow_start.bytes);
+    }
+    iov_concat(&v, qiov, qoff, bytes);
+    if (ret == 0 && a->cow_end.bytes) {
+        uint64_t x = a->cow_end.offset - last;
+        tail = bdrv_blockalign(bs, a->cow_end.bytes);
+        iov_init_buf(&part, tail, a->cow_end.bytes);
+        ret = read_cluster_part(bs, a->guest_offset + last, a->old_last, a->old_last_bitmap, x,
+                                x + a->cow_end.bytes, &part, 0);
+        iov_add(&v, tail, a->cow_end.bytes);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_pwritev(s->data_file, a->host_offset + a->cow_start.offset, v.size, &v, 0);
+    }
+    iov_destroy(&v);
+    free(head);
+    free(tail);
+    return ret;
+}
+
+int coroutine_fn qcow2_co_pwritev_impl(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       IOVector *qiov)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t done = 0;
+
+    while (done < (uint64_t)bytes) {
+        uint64_t n = bytes - done, host;
+        Qcow2Alloc a;
+
+        co_mutex_lock(&s->lock);
+        int ret = qcow2_alloc_host_offset(bs, offset + done, &n, &host, &a);
+        co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+        if (ret == 0) {
+            IOVector slice;
+            iov_init_slice(&slice, qiov, done, n);
+            ret = bdrv_co_pwritev(s->data_file, host, n, &slice, 0);
+            iov_destroy(&slice);
+        } else {
+            ret = write_with_cow(bs, &a, n, qiov, done);
+            co_mutex_lock(&s->lock);
+            if (ret < 0) {
+                qcow2_alloc_abort(bs, &a);
+            } else {
+                ret = qcow2_alloc_link(bs, &a);
+            }
+            co_mutex_unlock(&s->lock);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        done += n;
+    }
+    return 0;
+}
