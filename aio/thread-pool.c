@@ -2,13 +2,24 @@
  * Thread pool: worker threads run blocking functions for one AioContext.
  *
  * Threading: the request queue and the worker accounting are guarded by
- * pool->lock (a pthread mutex, which TSan understands); idle workers sleep on work_cond.  A worker
- * that finished a request pushes it on the lock-free done list and schedules the pool's BH, so
- * completions run in the context's home thread, in the order the BH finds them.  Submitting may
- * happen from any thread.
+ * pool->lock (a pthread mutex, which TSan understands); idle workers sleep
+ * on work_cond.  A worker that finished a request pushes it on the
+ * lock-free done list and schedules the pool's BH, so completions run in
+ * the context's home thread, in the order the BH finds them.  Submitting
+ * may happen from any thread.
  *
- * Workers are spawned on demand: when more requests wait than workers are
- * idle, up to max_threads.  An idle worker above min_threads exits after
+ * Wake-ups are the expensive part: a futex wake and a context switch cost
+ * more than a page-cache read.  So a request wakes a worker only when no
+ * idle worker is already on its way to the queue, and the signal is sent
+ * after the lock is dropped.  A worker that takes a request and sees more
+ * queued wakes the next one (thread_pool_need_worker_locked): a burst
+ * wakes workers one after the other while requests remain, so short
+ * requests are run by the workers already awake and long ones still spread
+ * over as many workers as they need.  Busy workers take the next request
+ * without sleeping.
+ *
+ * Workers are spawned on demand, up to max_threads, when a request finds
+ * no idle worker at all.  An idle worker above min_threads exits after
  * idle_timeout_ms without work.  Exiting workers leave their handle on the
  * `exited` list; it is joined by the next spawn or by thread_pool_free(),
  * so no thread outlives the pool.
@@ -27,6 +38,7 @@ struct ThreadPoolRequest {
     ThreadPoolCompletion *cb;
     void *opaque;
     int ret;
+    bool on_heap;            /* else it lives in thread_pool_co_submit's frame */
     ThreadPoolRequest *next; /* queue link (under lock), then done-list link */
 };
 
@@ -38,15 +50,17 @@ typedef struct ThreadPoolExited {
 struct ThreadPool {
     AioContext *ctx;
     AioBH *completion_bh;
-    ThreadPoolRequest *_Atomic done; /* LIFO, pushed by workers */
+    /* Pushed by every worker on every completion: kept off the lock's line. */
+    ThreadPoolRequest *_Atomic done __attribute__((aligned(64))); /* LIFO */
 
-    pthread_mutex_t lock;
+    pthread_mutex_t lock __attribute__((aligned(64)));
     pthread_cond_t work_cond; /* idle workers wait here */
     pthread_cond_t exit_cond; /* thread_pool_free waits for the last worker */
     ThreadPoolRequest *queue_head, *queue_tail;
-    int queue_len;
     int nr_threads;   /* alive (counted from spawn to exit) */
     int idle_threads; /* alive and not running a function */
+    int nr_waiting;   /* idle and blocked in work_cond (or about to be) */
+    int nr_signalled; /* signals sent to work_cond that no returning waiter consumed yet */
     int min_threads, max_threads, idle_timeout_ms;
     bool stopping;
     ThreadPoolExited *exited;
@@ -68,8 +82,12 @@ static void thread_pool_completion_bh(void *opaque)
     while (fifo) {
         ThreadPoolRequest *req = fifo;
         fifo = req->next;
+        /* A coroutine's request is gone once its completion has woken it. */
+        bool on_heap = req->on_heap;
         req->cb(req->opaque, req->ret);
-        g_free(req);
+        if (on_heap) {
+            g_free(req);
+        }
     }
 }
 
@@ -83,67 +101,7 @@ static void thread_pool_complete(ThreadPool *pool, ThreadPoolRequest *req)
     aio_bh_schedule(pool->completion_bh);
 }
 
-/*
- * Waits for a request.  Returns NULL when the worker should exit: the pool
- * stops, or it stayed idle for idle_timeout_ms while above min_threads.
- */
-static ThreadPoolRequest *thread_pool_next_locked(ThreadPool *pool)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += pool->idle_timeout_ms / 1000;
-    deadline.tv_nsec += (long)(pool->idle_timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
-    while (!pool->stopping) {
-        ThreadPoolRequest *req = pool->queue_head;
-        if (req) {
-            pool->queue_head = req->next;
-            if (!pool->queue_head) {
-                pool->queue_tail = NULL;
-            }
-            pool->queue_len--;
-            return req;
-        }
-        if (pool->nr_threads <= pool->min_threads) {
-            pthread_cond_wait(&pool->work_cond, &pool->lock);
-        } else if (pthread_cond_timedwait(&pool->work_cond, &pool->lock, &deadline) == ETIMEDOUT &&
-                   !pool->queue_head && pool->nr_threads > pool->min_threads) {
-            return NULL;
-        }
-    }
-    return NULL;
-}
-
-static void *thread_pool_worker(void *opaque)
-{
-    ThreadPool *pool = opaque;
-    ThreadPoolRequest *req;
-
-    pthread_setname_np(pthread_self(), "pool-worker");
-    pthread_mutex_lock(&pool->lock);
-    while ((req = thread_pool_next_locked(pool))) {
-        pool->idle_threads--;
-        pthread_mutex_unlock(&pool->lock);
-
-        req->ret = req->func(req->arg);
-        thread_pool_complete(pool, req);
-
-        pthread_mutex_lock(&pool->lock);
-        pool->idle_threads++;
-    }
-    pool->idle_threads--;
-    pool->nr_threads--;
-    ThreadPoolExited *e = g_new(ThreadPoolExited, 1);
-    e->thread = pthread_self();
-    e->next = pool->exited;
-    pool->exited = e;
-    pthread_cond_broadcast(&pool->exit_cond);
-    pthread_mutex_unlock(&pool->lock);
-    return NULL;
-}
+static void *thread_pool_worker(void *opaque);
 
 /* Joins workers that have exited; they are past their last use of the pool. */
 static void thread_pool_reap_locked(ThreadPool *pool)
@@ -171,13 +129,122 @@ static void thread_pool_spawn_locked(ThreadPool *pool)
     pool->idle_threads++; /* it will look at the queue before sleeping */
 }
 
+/*
+ * Called with a request queued: makes sure some idle worker will look at
+ * the queue.  A worker counts as on its way when it is idle and not
+ * waiting, or waiting with a signal sent for it.  If there is one, nothing
+ * is needed: when it takes a request and finds more queued, it calls this
+ * in turn.  Otherwise a waiting worker is picked (returns true: the caller
+ * signals work_cond after unlocking, so the woken worker does not block on
+ * the lock the caller still holds), or a new one is started.  If every
+ * worker is busy and the pool is full, the first to finish takes the
+ * request.
+ *
+ * nr_signalled <= nr_waiting always holds: a waiter that returns (signalled,
+ * timed out or spuriously) consumes one signal if any is outstanding, and
+ * since it is awake and about to look at the queue, that is what the
+ * signal was for.
+ */
+static bool thread_pool_need_worker_locked(ThreadPool *pool)
+{
+    int on_the_way = pool->idle_threads - pool->nr_waiting + pool->nr_signalled;
+    if (on_the_way > 0) {
+        return false;
+    }
+    if (pool->nr_waiting > pool->nr_signalled) {
+        pool->nr_signalled++;
+        return true;
+    }
+    if (pool->nr_threads < pool->max_threads) {
+        thread_pool_spawn_locked(pool);
+    }
+    return false;
+}
+
+static void thread_pool_deadline(ThreadPool *pool, struct timespec *deadline)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += pool->idle_timeout_ms / 1000;
+    deadline->tv_nsec += (long)(pool->idle_timeout_ms % 1000) * 1000000;
+    if (deadline->tv_nsec >= 1000000000) {
+        deadline->tv_sec++;
+        deadline->tv_nsec -= 1000000000;
+    }
+}
+
+/*
+ * Workers run requests while any are queued.  An idle worker waits on
+ * work_cond; above min_threads it exits after idle_timeout_ms without work.
+ */
+static void *thread_pool_worker(void *opaque)
+{
+    ThreadPool *pool = opaque;
+    struct timespec deadline;
+    bool have_deadline = false;
+
+    pthread_setname_np(pthread_self(), "pool-worker");
+    pthread_mutex_lock(&pool->lock);
+    while (!pool->stopping) {
+        ThreadPoolRequest *req = pool->queue_head;
+        if (req) {
+            pool->queue_head = req->next;
+            if (!pool->queue_head) {
+                pool->queue_tail = NULL;
+            }
+            pool->idle_threads--;
+            bool wake = pool->queue_head && thread_pool_need_worker_locked(pool);
+            pthread_mutex_unlock(&pool->lock);
+            if (wake) {
+                pthread_cond_signal(&pool->work_cond);
+            }
+
+            req->ret = req->func(req->arg);
+            thread_pool_complete(pool, req);
+
+            pthread_mutex_lock(&pool->lock);
+            pool->idle_threads++;
+            have_deadline = false;
+            continue;
+        }
+
+        bool timed_out = false;
+        pool->nr_waiting++;
+        if (pool->nr_threads <= pool->min_threads) {
+            pthread_cond_wait(&pool->work_cond, &pool->lock);
+        } else {
+            if (!have_deadline) {
+                thread_pool_deadline(pool, &deadline);
+                have_deadline = true;
+            }
+            timed_out =
+                pthread_cond_timedwait(&pool->work_cond, &pool->lock, &deadline) == ETIMEDOUT;
+        }
+        pool->nr_waiting--;
+        if (pool->nr_signalled > 0) {
+            pool->nr_signalled--;
+        }
+        if (timed_out && !pool->queue_head && pool->nr_threads > pool->min_threads) {
+            break;
+        }
+    }
+    pool->idle_threads--;
+    pool->nr_threads--;
+    ThreadPoolExited *e = g_new(ThreadPoolExited, 1);
+    e->thread = pthread_self();
+    e->next = pool->exited;
+    pool->exited = e;
+    pthread_cond_broadcast(&pool->exit_cond);
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
 ThreadPool *aio_get_thread_pool(AioContext *ctx)
 {
     ThreadPool *pool = atomic_load(&ctx->thread_pool);
     if (pool) {
         return pool;
     }
-    pool = g_new0(ThreadPool, 1);
+    pool = g_aligned_alloc0(1, sizeof(ThreadPool), _Alignof(ThreadPool));
     pool->ctx = ctx;
     pool->completion_bh = aio_bh_new(ctx, thread_pool_completion_bh, pool);
     pthread_mutex_init(&pool->lock, NULL);
@@ -200,12 +267,8 @@ ThreadPool *aio_get_thread_pool(AioContext *ctx)
     return pool;
 }
 
-void thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *func, void *arg, ThreadPoolCompletion *cb,
-                        void *opaque)
+static void thread_pool_enqueue(ThreadPool *pool, ThreadPoolRequest *req)
 {
-    ThreadPoolRequest *req = g_new(ThreadPoolRequest, 1);
-    *req = (ThreadPoolRequest){.func = func, .arg = arg, .cb = cb, .opaque = opaque};
-
     pthread_mutex_lock(&pool->lock);
     if (pool->queue_tail) {
         pool->queue_tail->next = req;
@@ -213,16 +276,24 @@ void thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *func, void *arg, Threa
         pool->queue_head = req;
     }
     pool->queue_tail = req;
-    pool->queue_len++;
-    if (pool->queue_len > pool->idle_threads && pool->nr_threads < pool->max_threads) {
-        thread_pool_spawn_locked(pool);
-    } else {
+    bool wake = thread_pool_need_worker_locked(pool);
+    pthread_mutex_unlock(&pool->lock);
+    if (wake) {
         pthread_cond_signal(&pool->work_cond);
     }
-    pthread_mutex_unlock(&pool->lock);
+}
+
+void thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *func, void *arg, ThreadPoolCompletion *cb,
+                        void *opaque)
+{
+    ThreadPoolRequest *req = g_new(ThreadPoolRequest, 1);
+    *req =
+        (ThreadPoolRequest){.func = func, .arg = arg, .cb = cb, .opaque = opaque, .on_heap = true};
+    thread_pool_enqueue(pool, req);
 }
 
 typedef struct ThreadPoolCoWait {
+    ThreadPoolRequest req;
     Coroutine *co;
     int ret;
 } ThreadPoolCoWait;
@@ -234,12 +305,14 @@ static void thread_pool_co_done(void *opaque, int ret)
     aio_co_wake(w->co);
 }
 
+/* The request lives in this frame: the coroutine cannot go away before its completion. */
 int coroutine_fn thread_pool_co_submit(ThreadPool *pool, ThreadPoolFunc *func, void *arg)
 {
     ThreadPoolCoWait w = {.co = co_self(), .ret = -EINPROGRESS};
     g_assert(w.co);
-    thread_pool_submit(pool, func, arg, thread_pool_co_done, &w);
-    co_yield ();
+    w.req = (ThreadPoolRequest){.func = func, .arg = arg, .cb = thread_pool_co_done, .opaque = &w};
+    thread_pool_enqueue(pool, &w.req);
+    co_yield();
     return w.ret;
 }
 
@@ -292,17 +365,21 @@ void thread_pool_free(ThreadPool *pool)
     while (pool->queue_head) {
         ThreadPoolRequest *req = pool->queue_head;
         pool->queue_head = req->next;
-        g_free(req);
+        if (req->on_heap) {
+            g_free(req);
+        }
     }
     ThreadPoolRequest *req = atomic_exchange(&pool->done, NULL);
     while (req) {
         ThreadPoolRequest *next = req->next;
-        g_free(req);
+        if (req->on_heap) {
+            g_free(req);
+        }
         req = next;
     }
     aio_bh_delete(pool->completion_bh);
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->work_cond);
     pthread_cond_destroy(&pool->exit_cond);
-    g_free(pool);
+    g_aligned_free(pool);
 }

@@ -7,10 +7,12 @@
  * check the range against the node's length, call bdrv_co_*, account.
  *
  * Threads: requests come from any thread and run in the caller's
- * AioContext.  in_flight, quiesce_counter and the statistics are atomics;
- * queue_lock guards the list of waiting coroutines and is never held
- * across a yield.  Everything else (root, permissions, flags, refcnt)
- * changes in the main loop only, while the backend is drained.
+ * AioContext.  The in-flight count and the statistics live in per-thread
+ * slots (block/shard.h), so that threads driving one backend do not share
+ * a written cache line; quiesce_counter is an atomic that only drains
+ * write.  queue_lock guards the list of waiting coroutines and is never
+ * held across a yield.  Everything else (root, permissions, flags,
+ * refcnt) changes in the main loop only, while the backend is drained.
  */
 #include "block/block-backend.h"
 
@@ -19,13 +21,21 @@
 
 #include "block/block-int.h"
 #include "block/block-priv.h"
+#include "block/shard.h"
 
+/* The BlockAcctStats counters, as atomics (relaxed: they order nothing). */
 typedef struct BlkStats {
     _Atomic uint64_t rd_ops, wr_ops, flush_ops, discard_ops;
     _Atomic uint64_t rd_bytes, wr_bytes, discard_bytes;
     _Atomic uint64_t rd_total_ns, wr_total_ns, flush_total_ns;
     _Atomic uint64_t failed_rd_ops, failed_wr_ops, failed_flush_ops;
 } BlkStats;
+
+/* One thread's slot of the backend's per-request counters. */
+typedef struct BlkShard {
+    BdrvInFlight in_flight;
+    BlkStats stats;
+} __attribute__((aligned(BDRV_CACHE_LINE))) BlkShard;
 
 struct BlockBackend {
     char *name;
@@ -37,27 +47,29 @@ struct BlockBackend {
     bool disable_request_queuing;
     _Atomic bool enable_write_cache;
 
-    _Atomic int in_flight;
     _Atomic int quiesce_counter;
     pthread_mutex_t queue_lock;
     GQueue queued; /* Coroutine * waiting for the drained section to end */
 
-    BlkStats stats;
+    BlkShard *shards; /* BDRV_SHARDS slots: requests in flight, statistics */
 };
 
 /* ---- in-flight and queuing ---------------------------------------------------- */
 
 static void blk_inc_in_flight(BlockBackend *blk)
 {
-    atomic_fetch_add(&blk->in_flight, 1);
+    bdrv_in_flight_begin(&blk->shards[bdrv_shard_index()].in_flight);
 }
 
-/* Drain waits for the count to reach zero, so only that transition needs a kick. */
 static void blk_dec_in_flight(BlockBackend *blk)
 {
-    if (atomic_fetch_sub(&blk->in_flight, 1) == 1) {
-        bdrv_kick_drain_waiters();
-    }
+    bdrv_in_flight_end(&blk->shards[bdrv_shard_index()].in_flight);
+    bdrv_kick_drain_waiters();
+}
+
+static bool blk_has_in_flight(BlockBackend *blk)
+{
+    return bdrv_in_flight_count(&blk->shards[0].in_flight, sizeof(BlkShard)) > 0;
 }
 
 /*
@@ -76,7 +88,7 @@ static void coroutine_fn blk_wait_while_drained(BlockBackend *blk)
         pthread_mutex_unlock(&blk->queue_lock);
         blk_dec_in_flight(blk);
         /* blk_root_drained_end's wake-up reaches us only after this yield. */
-        co_yield ();
+        co_yield();
         blk_inc_in_flight(blk);
     }
 }
@@ -116,8 +128,7 @@ static void blk_root_drained_end(BdrvChild *c)
 
 static bool blk_root_drained_poll(BdrvChild *c)
 {
-    BlockBackend *blk = c->opaque;
-    return atomic_load(&blk->in_flight) > 0;
+    return blk_has_in_flight(c->opaque);
 }
 
 static const BdrvChildClass child_root = {
@@ -139,6 +150,7 @@ BlockBackend *blk_new(uint64_t perm, uint64_t shared_perm)
     atomic_init(&blk->enable_write_cache, true);
     pthread_mutex_init(&blk->queue_lock, NULL);
     g_queue_init(&blk->queued);
+    blk->shards = g_aligned_alloc0(BDRV_SHARDS, sizeof(BlkShard), _Alignof(BlkShard));
     return blk;
 }
 
@@ -194,6 +206,7 @@ void blk_unref(BlockBackend *blk)
     blk_drain(blk);
     g_assert(g_queue_is_empty(&blk->queued));
     pthread_mutex_destroy(&blk->queue_lock);
+    g_aligned_free(blk->shards);
     g_free(blk->name);
     g_free(blk);
 }
@@ -291,30 +304,32 @@ void blk_drain(BlockBackend *blk)
         bdrv_drained_begin(bs);
     }
     /* Also covers asynchronous requests whose callback has not run yet. */
-    BDRV_WAIT_IN_FLIGHT(atomic_load(&blk->in_flight) > 0);
+    BDRV_WAIT_IN_FLIGHT(blk_has_in_flight(blk));
     if (bs) {
         bdrv_drained_end(bs);
         bdrv_unref(bs);
     }
 }
 
+/* Sums one BlkStats field over the slots (a running total, not a snapshot). */
+#define STAT_SUM(field) bdrv_shard_sum(&blk->shards[0].stats.field, sizeof(BlkShard))
+
 void blk_get_stats(BlockBackend *blk, BlockAcctStats *st)
 {
-    BlkStats *s = &blk->stats;
     *st = (BlockAcctStats){
-        .rd_ops = atomic_load(&s->rd_ops),
-        .wr_ops = atomic_load(&s->wr_ops),
-        .flush_ops = atomic_load(&s->flush_ops),
-        .discard_ops = atomic_load(&s->discard_ops),
-        .rd_bytes = atomic_load(&s->rd_bytes),
-        .wr_bytes = atomic_load(&s->wr_bytes),
-        .discard_bytes = atomic_load(&s->discard_bytes),
-        .rd_total_ns = atomic_load(&s->rd_total_ns),
-        .wr_total_ns = atomic_load(&s->wr_total_ns),
-        .flush_total_ns = atomic_load(&s->flush_total_ns),
-        .failed_rd_ops = atomic_load(&s->failed_rd_ops),
-        .failed_wr_ops = atomic_load(&s->failed_wr_ops),
-        .failed_flush_ops = atomic_load(&s->failed_flush_ops),
+        .rd_ops = STAT_SUM(rd_ops),
+        .wr_ops = STAT_SUM(wr_ops),
+        .flush_ops = STAT_SUM(flush_ops),
+        .discard_ops = STAT_SUM(discard_ops),
+        .rd_bytes = STAT_SUM(rd_bytes),
+        .wr_bytes = STAT_SUM(wr_bytes),
+        .discard_bytes = STAT_SUM(discard_bytes),
+        .rd_total_ns = STAT_SUM(rd_total_ns),
+        .wr_total_ns = STAT_SUM(wr_total_ns),
+        .flush_total_ns = STAT_SUM(flush_total_ns),
+        .failed_rd_ops = STAT_SUM(failed_rd_ops),
+        .failed_wr_ops = STAT_SUM(failed_wr_ops),
+        .failed_flush_ops = STAT_SUM(failed_flush_ops),
     };
 }
 
@@ -328,24 +343,30 @@ typedef enum BlkOp {
     BLK_OP_FLUSH,
 } BlkOp;
 
-#define STAT_ADD(field, v) atomic_fetch_add_explicit(&blk->stats.field, (v), memory_order_relaxed)
+#define STAT_ADD(field, v) bdrv_shard_add(&st->field, (v))
 
+/* Counts a finished request in the calling thread's slot. */
 static void blk_account(BlockBackend *blk, BlkOp op, int64_t bytes, int64_t start_ns, int ret)
 {
     uint64_t ns = aio_clock_ns() - start_ns;
+    BlkStats *st = &blk->shards[bdrv_shard_index()].stats;
     switch (op) {
     case BLK_OP_READ:
         STAT_ADD(rd_ops, 1);
         STAT_ADD(rd_bytes, bytes);
         STAT_ADD(rd_total_ns, ns);
-        STAT_ADD(failed_rd_ops, ret < 0);
+        if (ret < 0) {
+            STAT_ADD(failed_rd_ops, 1);
+        }
         break;
     case BLK_OP_WRITE:
     case BLK_OP_WRITE_ZEROES:
         STAT_ADD(wr_ops, 1);
         STAT_ADD(wr_bytes, bytes);
         STAT_ADD(wr_total_ns, ns);
-        STAT_ADD(failed_wr_ops, ret < 0);
+        if (ret < 0) {
+            STAT_ADD(failed_wr_ops, 1);
+        }
         break;
     case BLK_OP_DISCARD:
         STAT_ADD(discard_ops, 1);
@@ -354,7 +375,9 @@ static void blk_account(BlockBackend *blk, BlkOp op, int64_t bytes, int64_t star
     case BLK_OP_FLUSH:
         STAT_ADD(flush_ops, 1);
         STAT_ADD(flush_total_ns, ns);
-        STAT_ADD(failed_flush_ops, ret < 0);
+        if (ret < 0) {
+            STAT_ADD(failed_flush_ops, 1);
+        }
         break;
     }
 }

@@ -28,9 +28,11 @@
 #include "block/block-common.h"
 #include "block/block-global-state.h"
 #include "block/block-io.h"
+#include "block/debug-event.h"
 #include "block/graph-lock.h"
 #include "block/iov.h"
 #include "block/options.h"
+#include "block/shard.h"
 
 /* State of one node being reopened (bdrv_reopen), handed to the driver. */
 typedef struct BDRVReopenState {
@@ -165,6 +167,10 @@ struct BlockDriver {
     /* Optional: rewrites the backing file name in the image header. */
     int (*change_backing_file)(BlockDriverState *bs, const char *backing_file,
                                const char *backing_fmt);
+    /* Optional: internal snapshots (block/snapshot.h).  Main loop, node drained. */
+    const struct BdrvSnapshotOps *snapshot_ops;
+    /* Optional: persistent dirty bitmaps (block/bitmaps.h).  Main loop, node drained. */
+    const struct BdrvBitmapOps *bitmap_ops;
 
     /*
      * Fills bs->bl after open and after the children changed.  The core
@@ -201,6 +207,19 @@ struct BlockDriver {
     /* Optional: the node becomes quiesced / active again (timers, caches). */
     void (*drain_begin)(BlockDriverState *bs);
     void (*drain_end)(BlockDriverState *bs);
+
+    /*
+     * Test drivers (blkdebug, block/debug-event.h).  debug_event: a driver
+     * above reached the point @event in a request (IO_CODE, in a
+     * coroutine; may yield to stop the request at a breakpoint).  The
+     * breakpoint callbacks run in the main loop and return 0 or -errno
+     * (debug_is_suspended: true when a request is stopped at @tag).
+     */
+    void coroutine_fn (*debug_event)(BlockDriverState *bs, BlkdebugEvent event);
+    int (*debug_breakpoint)(BlockDriverState *bs, const char *event, const char *tag);
+    int (*debug_remove_breakpoint)(BlockDriverState *bs, const char *tag);
+    int (*debug_resume)(BlockDriverState *bs, const char *tag);
+    bool (*debug_is_suspended)(BlockDriverState *bs, const char *tag);
 };
 
 /*
@@ -240,12 +259,24 @@ struct BdrvChild {
 typedef struct BdrvTrackedRequest BdrvTrackedRequest;
 
 /*
+ * One thread's slot of a node's per-request counters (block/shard.h): the
+ * requests in flight, and the writes completed (their sum is the node's
+ * write generation, which flush compares with flushed_gen).
+ */
+typedef struct BdrvNodeShard {
+    BdrvInFlight in_flight;
+    _Atomic uint64_t write_gen;
+} __attribute__((aligned(BDRV_CACHE_LINE))) BdrvNodeShard;
+
+/*
  * A node.  Field rules:
  *  - drv, opaque, node_name, filename, open_flags, bl, supported_*: written
  *    in the main loop at open/reopen/refresh (drained), read anywhere.
  *  - children, parents, file, backing, refcnt: main loop writes with the
  *    graph writer lock; requests read under the reader lock.
- *  - total_bytes, in_flight, quiesce_counter: atomics, any thread.
+ *  - total_bytes, quiesce_counter, flushed_gen: atomics, any thread.
+ *  - shards: per-thread slots of atomics (block/shard.h), any thread; read
+ *    through bdrv_get_in_flight() and the flush path.
  *  - tracked_reqs: under reqs_lock.
  */
 struct BlockDriverState {
@@ -275,15 +306,33 @@ struct BlockDriverState {
     uint64_t cumulative_shared;
 
     _Atomic int64_t total_bytes;  /* cached length; -1 when unknown */
-    _Atomic int in_flight;        /* requests inside the request layer on this node */
     _Atomic int quiesce_counter;  /* > 0: drained; parents hold new requests */
-    _Atomic uint64_t write_gen;   /* bumped by every completed write */
-    _Atomic uint64_t flushed_gen; /* write_gen covered by the last successful flush */
+    _Atomic uint64_t flushed_gen; /* write generation covered by the last successful flush */
+    /*
+     * BDRV_SHARDS slots: requests inside the request layer on this node
+     * and completed writes, counted by the thread that runs them.
+     */
+    BdrvNodeShard *shards;
 
     pthread_mutex_t reqs_lock; /* guards tracked_reqs, never held across a yield */
     BdrvTrackedRequest *tracked_reqs;
     _Atomic int serialising_in_flight; /* fast path: skip the list when 0 */
+    /* jobs hook: this node's dirty bitmaps (block/dirty-bitmap.c), NULL when none */
+    struct BdrvDirtyBitmap *_Atomic dirty_bitmaps;
 };
+
+/*
+ * A format driver reached the point named @ev in a request that does I/O
+ * through @child (NULL allowed): tells a blkdebug node at or below it
+ * (block/debug-event.h).  Costs two loads when the child's driver neither
+ * handles events nor is a filter.  May yield.  IO_CODE, in a coroutine.
+ */
+static inline void coroutine_fn bdrv_debug_event(BdrvChild *child, BlkdebugEvent ev)
+{
+    if (child && (child->bs->drv->debug_event || child->bs->drv->is_filter)) {
+        bdrv_debug_event_slow(child->bs, ev);
+    }
+}
 
 /* --- registry --- */
 
@@ -337,6 +386,21 @@ void *bdrv_blockalign0(BlockDriverState *bs, size_t size);
  */
 void bdrv_inc_in_flight(BlockDriverState *bs);
 void bdrv_dec_in_flight(BlockDriverState *bs);
+/* Requests in flight on @bs now (racy unless drained; drain and tests). */
+uint64_t bdrv_get_in_flight(BlockDriverState *bs);
+
+/*
+ * jobs hook: a write, write-zeroes or discard of [offset, offset + bytes)
+ * on @bs is done (successful or not): marks the node's dirty bitmaps
+ * (block/dirty-bitmap.c).  One relaxed load when the node has none.
+ */
+void bdrv_dirty_bitmaps_mark_slow(BlockDriverState *bs, int64_t offset, int64_t bytes);
+static inline void bdrv_dirty_bitmaps_mark(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    if (G_UNLIKELY(atomic_load_explicit(&bs->dirty_bitmaps, memory_order_relaxed))) {
+        bdrv_dirty_bitmaps_mark_slow(bs, offset, bytes);
+    }
+}
 
 /*
  * Translates a cache mode name ("none", "writeback", "writethrough",

@@ -67,10 +67,15 @@ int64_t bdrv_refresh_total_bytes(BlockDriverState *bs);
  * kick the main loop only while somebody waits this way: a kick per
  * request would cost the main loop a wake-up per request whenever
  * requests run in IOThreads and the main loop sleeps in AIO_WAIT_WHILE
- * for something else.  Ordering: both sides use seq_cst read-modify-writes
- * (the waiter on bdrv_drain_waiters then on the condition's counters, the
- * completer on its counter then on bdrv_drain_waiters), so either the
- * waiter sees the decrement or the completer sees the waiter and kicks.
+ * for something else.  The counters are per-thread slots (shard.h), so a
+ * completion cannot tell whether the total reached zero: it kicks after
+ * every end while a waiter exists, which only costs anything during a
+ * drain.  Ordering: all sequentially consistent; the waiter increments
+ * bdrv_drain_waiters then reads the counters, the completer updates its
+ * counter then reads bdrv_drain_waiters, so either the waiter sees the
+ * end or the completer sees the waiter and kicks.  The completer's side
+ * is a plain load: bdrv_drain_waiters stays in every core's cache instead
+ * of bouncing between them on each request.
  */
 extern _Atomic unsigned bdrv_drain_waiters;
 
@@ -81,10 +86,10 @@ extern _Atomic unsigned bdrv_drain_waiters;
         atomic_fetch_sub(&bdrv_drain_waiters, 1);                                                  \
     } while (0)
 
-/* Called after an in-flight counter reached zero. */
+/* Called after a request's end was counted in an in-flight counter. */
 static inline void bdrv_kick_drain_waiters(void)
 {
-    if (atomic_fetch_add(&bdrv_drain_waiters, 0)) {
+    if (G_UNLIKELY(atomic_load(&bdrv_drain_waiters))) {
         aio_wait_kick();
     }
 }

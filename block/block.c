@@ -122,6 +122,7 @@ BlockDriverState *bdrv_new(void)
     atomic_init(&bs->total_bytes, -1);
     atomic_init(&bs->quiesce_counter, bdrv_drain_all_count);
     pthread_mutex_init(&bs->reqs_lock, NULL);
+    bs->shards = g_aligned_alloc0(BDRV_SHARDS, sizeof(BdrvNodeShard), _Alignof(BdrvNodeShard));
     bs->bl.request_alignment = 1;
     all_nodes = g_list_append(all_nodes, bs);
     return bs;
@@ -131,6 +132,7 @@ static void bdrv_free(BlockDriverState *bs)
 {
     all_nodes = g_list_remove(all_nodes, bs);
     pthread_mutex_destroy(&bs->reqs_lock);
+    g_aligned_free(bs->shards);
     g_free(bs->filename);
     g_free(bs->backing_file);
     g_free(bs->backing_format);

@@ -21,7 +21,8 @@
  */
 #include "block/block-priv.h"
 
-_Atomic unsigned bdrv_drain_waiters;
+/* Read by every request completion, written only by waiters: a line of its own. */
+_Atomic unsigned bdrv_drain_waiters __attribute__((aligned(BDRV_CACHE_LINE)));
 
 int bdrv_drain_all_count;
 
@@ -80,7 +81,7 @@ void bdrv_do_drained_end(BlockDriverState *bs)
 
 bool bdrv_drain_poll(BlockDriverState *bs)
 {
-    if (atomic_load(&bs->in_flight) > 0) {
+    if (bdrv_get_in_flight(bs) > 0) {
         return true;
     }
     for (GList *l = bs->parents; l; l = l->next) {
@@ -143,7 +144,7 @@ static void coroutine_fn drain_from_coroutine(BlockDriverState *bs, bool begin)
         bdrv_ref(bs);
     }
     aio_bh_schedule_oneshot(aio_main_context(), drain_co_bh, &d);
-    co_yield ();
+    co_yield();
     if (bs) {
         bdrv_unref(bs);
     }

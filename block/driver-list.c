@@ -5,9 +5,10 @@
  *
  * Drivers living outside block/ are referenced weakly unless the build
  * says their folder is part of the library (STRATA_HAVE_DRIVERS_RAW,
- * STRATA_HAVE_DRIVERS_QCOW2): a build of a subset (LIB_DIRS="coroutine aio
- * block") still links, while in a full build a missing driver is a link
- * error instead of a driver silently missing at run time.
+ * STRATA_HAVE_DRIVERS_QCOW2, STRATA_HAVE_DRIVERS_BLKDEBUG): a build of a
+ * subset (LIB_DIRS="coroutine aio block") still links, while in a full
+ * build a missing driver is a link error instead of a driver silently
+ * missing at run time.
  *
  * bdrv_init() runs from the main thread before the first open; later
  * calls return at once.
@@ -24,16 +25,22 @@
 #else
 #define QCOW2_DRIVER __attribute__((weak))
 #endif
+#ifdef STRATA_HAVE_DRIVERS_BLKDEBUG
+#define BLKDEBUG_DRIVER
+#else
+#define BLKDEBUG_DRIVER __attribute__((weak))
+#endif
 
 extern BlockDriver bdrv_file RAW_DRIVER;
 extern BlockDriver bdrv_raw RAW_DRIVER;
 extern BlockDriver bdrv_qcow2 QCOW2_DRIVER;
+extern BlockDriver bdrv_blkdebug BLKDEBUG_DRIVER;
 
 void bdrv_init(void)
 {
     static bool done;
     BlockDriver *const builtin[] = {
-        &bdrv_null_co, &bdrv_passthrough, &bdrv_file, &bdrv_raw, &bdrv_qcow2,
+        &bdrv_null_co, &bdrv_passthrough, &bdrv_file, &bdrv_raw, &bdrv_qcow2, &bdrv_blkdebug,
     };
 
     GLOBAL_STATE_CODE();

@@ -45,19 +45,38 @@ struct BdrvTrackedRequest {
 
 void bdrv_inc_in_flight(BlockDriverState *bs)
 {
-    atomic_fetch_add(&bs->in_flight, 1);
+    bdrv_in_flight_begin(&bs->shards[bdrv_shard_index()].in_flight);
+}
+
+void bdrv_dec_in_flight(BlockDriverState *bs)
+{
+    bdrv_in_flight_end(&bs->shards[bdrv_shard_index()].in_flight);
+    bdrv_kick_drain_waiters();
+}
+
+uint64_t bdrv_get_in_flight(BlockDriverState *bs)
+{
+    return bdrv_in_flight_count(&bs->shards[0].in_flight, sizeof(BdrvNodeShard));
+}
+
+/* A write (or discard, truncate) completed: the next flush has work to do. */
+static void bdrv_bump_write_gen(BlockDriverState *bs)
+{
+    bdrv_shard_add(&bs->shards[bdrv_shard_index()].write_gen, 1);
 }
 
 /*
- * Waiters (drain) wait for the count to reach zero; kicking on every
- * completion would cost the main loop a wake-up per request when requests
- * run in IOThreads.
+ * The node's write generation: the number of completed writes, summed
+ * from per-thread slots.  Not a snapshot, but enough for flush: it counts
+ * every write that completed before the call, and a flush that loads
+ * flushed_gen (stored by an earlier flush after its own sum) before
+ * summing reads every slot at least as far as that flush did.  Equal
+ * values therefore mean equal slots: every write this sum counts was
+ * counted, and so flushed, by that earlier flush.
  */
-void bdrv_dec_in_flight(BlockDriverState *bs)
+static uint64_t bdrv_write_gen(BlockDriverState *bs)
 {
-    if (atomic_fetch_sub(&bs->in_flight, 1) == 1) {
-        bdrv_kick_drain_waiters();
-    }
+    return bdrv_shard_sum(&bs->shards[0].write_gen, sizeof(BdrvNodeShard));
 }
 
 void *bdrv_blockalign(BlockDriverState *bs, size_t size)
@@ -84,8 +103,10 @@ static int64_t align_down(int64_t x, int64_t a)
 static int64_t bdrv_max_transfer(BlockDriverState *bs)
 {
     int64_t max = bs->bl.max_transfer ? bs->bl.max_transfer : BDRV_REQUEST_MAX_BYTES;
+    int64_t align = bs->bl.request_alignment;
     max = MIN(max, BDRV_REQUEST_MAX_BYTES);
-    return MAX(align_down(max, bs->bl.request_alignment), bs->bl.request_alignment);
+    /* A power of two (refresh_limits asserts it): a mask, not a division per request. */
+    return MAX(max & ~(align - 1), align);
 }
 
 /* -EINVAL unless [offset, offset + bytes) is a sane range (and not too big with @limit). */
@@ -146,7 +167,7 @@ static void coroutine_fn tracked_request_wait(BdrvTrackedRequest *req)
         r->waiters = g_slist_prepend(r->waiters, co_self());
         pthread_mutex_unlock(&bs->reqs_lock);
         /* tracked_request_end's wake-up reaches us only after this yield. */
-        co_yield ();
+        co_yield();
     }
 }
 
@@ -321,6 +342,9 @@ static bool bdrv_pad_init(BlockDriverState *bs, int64_t *offset, int64_t *bytes,
     int64_t align = bs->bl.request_alignment;
     int64_t end = *offset + *bytes;
 
+    if (align == 1) {
+        return false; /* spares the two divisions on byte-granular nodes */
+    }
     pad->align = align;
     pad->head = *offset % align;
     pad->tail = (end % align) ? align - end % align : 0;
@@ -423,7 +447,7 @@ static int coroutine_fn bdrv_driver_pwritev_one(BlockDriverState *bs, int64_t of
     int ret = bs->drv->co_pwritev(bs, offset, bytes, qiov, flags & bs->supported_write_flags);
     if (ret == 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
         /* Count the write as done now, or the flush would think there is nothing to do. */
-        atomic_fetch_add(&bs->write_gen, 1);
+        bdrv_bump_write_gen(bs);
         ret = bdrv_co_flush(bs);
     }
     return ret;
@@ -498,7 +522,7 @@ static int coroutine_fn bdrv_co_do_pwrite_zeroes(BlockDriverState *bs, int64_t o
         bytes -= num;
     }
     if (ret == 0 && need_flush) {
-        atomic_fetch_add(&bs->write_gen, 1);
+        bdrv_bump_write_gen(bs);
         ret = bdrv_co_flush(bs);
     }
     return ret;
@@ -534,7 +558,7 @@ static int coroutine_fn bdrv_aligned_pwritev(BlockDriverState *bs, int64_t offse
         ret = bdrv_driver_pwritev(bs, offset, bytes, qiov, flags);
     }
     if (ret == 0) {
-        atomic_fetch_add_explicit(&bs->write_gen, 1, memory_order_relaxed);
+        bdrv_bump_write_gen(bs);
         if (bs->drv->is_protocol) {
             bdrv_note_write_end(bs, offset + bytes);
         }
@@ -611,6 +635,7 @@ static int coroutine_fn bdrv_co_do_pwritev(BlockDriverState *bs, int64_t offset,
     } else {
         ret = bdrv_aligned_pwritev(bs, offset, bytes, qiov, flags);
     }
+    bdrv_dirty_bitmaps_mark(bs, offset, bytes); /* jobs hook: dirty bitmaps */
     if (track) {
         tracked_request_end(&req);
     }
@@ -721,7 +746,8 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
             ret = 0;
         }
     }
-    atomic_fetch_add_explicit(&bs->write_gen, 1, memory_order_relaxed);
+    bdrv_bump_write_gen(bs);
+    bdrv_dirty_bitmaps_mark(bs, start, end - start); /* jobs hook: dirty bitmaps */
     if (track) {
         tracked_request_end(&req);
     }
@@ -740,8 +766,10 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
         return 0;
     }
     bdrv_inc_in_flight(bs);
-    uint64_t gen = atomic_load(&bs->write_gen);
-    bool dirty = gen != atomic_load(&bs->flushed_gen);
+    /* flushed_gen first: see bdrv_write_gen. */
+    uint64_t flushed = atomic_load(&bs->flushed_gen);
+    uint64_t gen = bdrv_write_gen(bs);
+    bool dirty = gen != flushed;
 
     if (dirty && bs->drv->co_flush_to_os) {
         ret = bs->drv->co_flush_to_os(bs);
@@ -827,7 +855,7 @@ int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t offset, bool exact,
     /* Whatever happened, the cached length must be read again. */
     atomic_store(&bs->total_bytes, -1);
     bdrv_co_getlength(bs);
-    atomic_fetch_add_explicit(&bs->write_gen, 1, memory_order_relaxed);
+    bdrv_bump_write_gen(bs);
     tracked_request_end(&req);
     bdrv_dec_in_flight(bs);
     return ret;

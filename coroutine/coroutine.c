@@ -225,6 +225,14 @@ static Coroutine *__attribute__((noinline)) co_create_slow(void)
     co_global_take();
     Coroutine *co = co_pool_head;
     if (co) {
+        /*
+         * The rest of the batch must go back at thread exit even if this
+         * thread never releases a coroutine (its coroutines may all end
+         * in other threads).
+         */
+        if (!co_pool_registered) {
+            co_pool_register();
+        }
         co_pool_head = co->pool_next;
         co_pool_size--;
         return co;

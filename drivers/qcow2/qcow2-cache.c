@@ -22,6 +22,7 @@
  *  - the LRU list links every slot once.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,6 +227,15 @@ static int coroutine_fn cache_write_slot(BlockDriverState *bs, Qcow2Cache *c, in
     if (!e->dirty) {
         return 0;
     }
+    BDRVQcow2State *s = bs->opaque;
+    /* A table read from where other metadata lives must never be written back over it. */
+    ret = qcow2_pre_write_check(
+        bs, c == s->l2_cache ? QCOW2_OL_ACTIVE_L2 : QCOW2_OL_REFCOUNT_BLOCK, e->offset,
+        c->table_size);
+    if (ret < 0) {
+        return ret;
+    }
+    bdrv_debug_event(bs->file, c == s->l2_cache ? BLKDBG_L2_UPDATE : BLKDBG_REFBLOCK_UPDATE_PART);
     ret = bdrv_co_pwrite(bs->file, e->offset, c->table_size, slot_table(c, i), 0);
     if (ret < 0) {
         return ret;
@@ -319,7 +329,11 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
                                      void **table, bool read)
 {
     BDRVQcow2State *s = bs->opaque;
-    g_assert(offset && !(offset & (s->cluster_size - 1)));
+    if (!offset || (offset & (s->cluster_size - 1))) {
+        /* Callers check what they take from the image; this is the last line of defence. */
+        return qcow2_signal_corruption(bs, "Metadata table offset 0x%" PRIx64 " is invalid",
+                                       offset);
+    }
 
     int i = cache_lookup(c, offset);
     if (i < 0) {
@@ -328,6 +342,7 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
             return i;
         }
         if (read) {
+            bdrv_debug_event(bs->file, c == s->l2_cache ? BLKDBG_L2_LOAD : BLKDBG_REFBLOCK_LOAD);
             int ret = bdrv_co_pread(bs->file, offset, c->table_size, slot_table(c, i), 0);
             if (ret < 0) {
                 return ret;

@@ -188,7 +188,8 @@ static void count_refcount_structure(CheckState *c)
 
 /*
  * Writes a new refcount structure holding @refs (which must not count the
- * old structure) after the last referenced cluster, and switches to it.
+ * old structure) after the last referenced cluster and after the old
+ * structure (which stays in use until the switch), and switches to it.
  */
 static int coroutine_fn rebuild_refcounts(CheckState *c)
 {
@@ -202,6 +203,15 @@ static int coroutine_fn rebuild_refcounts(CheckState *c)
         }
         if ((uint64_t)c->refs[i] > s->refcount_max) {
             return -ERANGE;
+        }
+    }
+    /* The old structure, where it lies inside the file (its clusters become free). */
+    end = MAX(end, MIN(c->nb, qcow2_size_to_clusters(s, s->refcount_table_offset +
+                                                            s->refcount_table_size * 8)));
+    for (uint64_t i = 0; i < s->refcount_table_size; i++) {
+        uint64_t b = (s->refcount_table[i] & RTE_OFFSET_MASK) >> s->cluster_bits;
+        if (b && b < c->nb) {
+            end = MAX(end, b + 1);
         }
     }
     /* Blocks and table must cover themselves: iterate to a fixed point. */
@@ -236,7 +246,11 @@ static int coroutine_fn rebuild_refcounts(CheckState *c)
         qcow2_st64(tbuf + j * 8, rt[j]);
     }
     uint64_t rt_off = (end + blocks) << s->cluster_bits;
-    int ret = bdrv_co_pwrite(bs->file, end << s->cluster_bits, blocks << s->cluster_bits, bbuf, 0);
+    int ret = qcow2_pre_write_check(bs, QCOW2_OL_REFCOUNT_BLOCK, end << s->cluster_bits,
+                                    (blocks + tclusters) << s->cluster_bits);
+    if (ret == 0) {
+        ret = bdrv_co_pwrite(bs->file, end << s->cluster_bits, blocks << s->cluster_bits, bbuf, 0);
+    }
     if (ret == 0) {
         ret = bdrv_co_pwrite(bs->file, rt_off, tclusters << s->cluster_bits, tbuf, 0);
     }
@@ -267,6 +281,7 @@ static int coroutine_fn rebuild_refcounts(CheckState *c)
     s->refcount_table_size = rt_entries;
     s->refcount_table_offset = rt_off;
     s->free_cluster_index = 0;
+    qcow2_overlap_invalidate(s, QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_REFCOUNT_BLOCK);
     return 0;
 }
 

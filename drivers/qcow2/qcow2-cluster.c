@@ -71,24 +71,29 @@ Qcow2SubclusterType qcow2_sc_type(const BDRVQcow2State *s, uint64_t entry, uint6
     return (zero & bit) ? QCOW2_SC_ZERO_PLAIN : QCOW2_SC_UNALLOC_PLAIN;
 }
 
-/* True when host [off, off + len) overlaps the header or a table we know about. */
-static bool overlaps_metadata(BDRVQcow2State *s, uint64_t off, uint64_t len)
+/*
+ * Before a write goes to (or through) the host cluster at @host of the image
+ * file: it must start inside the file.  Writers never point a table entry
+ * past the end of the file (data is written before the entry that names
+ * it), so an entry that does is corrupt; following it would grow the file
+ * by up to 2^56 bytes and put tables where nothing counts them.  The end of
+ * the cluster may pass the end of the file (qemu-img check tolerates less
+ * than a cluster).  Reads of such entries see zeroes, as in QEMU.
+ */
+static int coroutine_fn check_inside_file(BlockDriverState *bs, uint64_t host, const char *what,
+                                          uint64_t guest)
 {
-    struct {
-        uint64_t start, bytes;
-    } areas[] = {
-        {0, s->cluster_size},
-        {s->l1_table_offset, (uint64_t)s->l1_size * 8},
-        {s->refcount_table_offset, s->refcount_table_size * 8},
-        {s->snapshots_offset, s->nb_snapshots ? s->snapshots_size : 0},
-        {s->bitmap_dir_offset, s->nb_bitmaps ? s->bitmap_dir_size : 0},
-    };
-    for (size_t i = 0; i < G_N_ELEMENTS(areas); i++) {
-        if (areas[i].bytes && off < areas[i].start + areas[i].bytes && areas[i].start < off + len) {
-            return true;
-        }
+    int64_t len = bdrv_co_getlength(bs->file->bs);
+    if (len < 0) {
+        return len;
     }
-    return false;
+    if (host >= (uint64_t)len) {
+        return qcow2_signal_corruption(bs,
+                                       "%s at 0x%" PRIx64 " for guest offset 0x%" PRIx64
+                                       " lies past the end of the image file (0x%" PRIx64 ")",
+                                       what, host, guest, (uint64_t)len);
+    }
+    return 0;
 }
 
 /* Checks an L2 entry of guest cluster @guest_cluster before it is used. */
@@ -154,11 +159,17 @@ static int coroutine_fn write_l1_piece(BlockDriverState *bs, uint64_t idx)
     for (uint64_t j = 0; j < n; j++) {
         qcow2_st64(buf + j * 8, s->l1_table[first + j]);
     }
+    int ret = qcow2_pre_write_check(bs, QCOW2_OL_ACTIVE_L1, s->l1_table_offset + first * 8,
+                                    sizeof(buf));
+    if (ret < 0) {
+        return ret;
+    }
     return bdrv_co_pwrite(bs->file, s->l1_table_offset + first * 8, sizeof(buf), buf, 0);
 }
 
 int coroutine_fn qcow2_write_l1_entry(BlockDriverState *bs, uint64_t idx)
 {
+    bdrv_debug_event(bs->file, BLKDBG_L1_UPDATE);
     int ret = write_l1_piece(bs, idx);
     return ret < 0 ? ret : bdrv_co_flush(bs->file->bs);
 }
@@ -173,6 +184,7 @@ int coroutine_fn qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
         return -EFBIG;
     }
     uint64_t bytes = qcow2_round_up(min_size * 8, s->cluster_size);
+    bdrv_debug_event(bs->file, BLKDBG_L1_GROW_ALLOC_TABLE);
     int64_t new_off = qcow2_alloc_clusters(bs, bytes >> s->cluster_bits);
     if (new_off < 0) {
         return new_off;
@@ -185,7 +197,11 @@ int coroutine_fn qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     /* Table and its refcount stable before the header points to it. */
     int ret = qcow2_cache_flush(bs, s->refblock_cache);
     if (ret == 0) {
+        ret = qcow2_pre_write_check(bs, QCOW2_OL_ACTIVE_L1, new_off, bytes);
+    }
+    if (ret == 0) {
         /* Only the table itself: the file does not grow past it (as with qemu-img). */
+        bdrv_debug_event(bs->file, BLKDBG_L1_GROW_WRITE_TABLE);
         ret = bdrv_co_pwrite(bs->file, new_off, min_size * 8, buf, 0);
     }
     if (ret == 0) {
@@ -195,6 +211,7 @@ int coroutine_fn qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     if (ret == 0) {
         qcow2_st32(hdr, (uint32_t)min_size);
         qcow2_st64(hdr + 4, new_off);
+        bdrv_debug_event(bs->file, BLKDBG_L1_GROW_ACTIVATE_TABLE);
         ret = bdrv_co_pwrite(bs->file, QH_L1_SIZE, sizeof(hdr), hdr, 0);
         if (ret == 0) {
             ret = bdrv_co_flush(bs->file->bs);
@@ -216,6 +233,7 @@ int coroutine_fn qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     s->l1_table = t;
     s->l1_size = (uint32_t)min_size;
     s->l1_table_offset = new_off;
+    qcow2_overlap_invalidate(s, QCOW2_OL_ACTIVE_L1);
     if (old_off && old_bytes) {
         ret = qcow2_free_clusters(bs, old_off, old_bytes, false);
     }
@@ -232,8 +250,12 @@ int coroutine_fn qcow2_drop_l2_tables(BlockDriverState *bs, uint64_t first)
         uint64_t off = s->l1_table[i] & L1E_OFFSET_MASK;
         if (off) {
             s->l1_table[i] = 0;
+            qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L2, off);
             g_array_append_val(tables, off);
         }
+    }
+    if (tables->len) {
+        bdrv_debug_event(bs->file, BLKDBG_L1_SHRINK_WRITE_TABLE);
     }
     for (uint64_t i = first & ~63ULL; tables->len && i < s->l1_size && ret == 0; i += 64) {
         ret = write_l1_piece(bs, i);
@@ -242,6 +264,9 @@ int coroutine_fn qcow2_drop_l2_tables(BlockDriverState *bs, uint64_t first)
         ret = bdrv_co_flush(bs->file->bs);
     }
     /* Unreachable from L1 on disk now: their references can go. */
+    if (ret == 0 && tables->len) {
+        bdrv_debug_event(bs->file, BLKDBG_L1_SHRINK_FREE_L2_CLUSTERS);
+    }
     for (guint i = 0; ret == 0 && i < tables->len; i++) {
         ret = qcow2_free_clusters(bs, g_array_index(tables, uint64_t, i), s->cluster_size, false);
     }
@@ -251,9 +276,12 @@ int coroutine_fn qcow2_drop_l2_tables(BlockDriverState *bs, uint64_t first)
 
 /* ---- L2 tables ------------------------------------------------------------------------ */
 
-/* Offset of the L2 table for guest @offset from L1, checked; 0 when there is none. */
-static int coroutine_fn l2_offset_for(BlockDriverState *bs, uint64_t offset, uint64_t *l2_off,
-                                      bool *copied)
+/*
+ * Offset of the L2 table for guest @offset from L1, checked (and, when the
+ * caller is going to @write through it, inside the file); 0 when there is none.
+ */
+static int coroutine_fn l2_offset_for(BlockDriverState *bs, uint64_t offset, bool write,
+                                      uint64_t *l2_off, bool *copied)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t l1_index = offset >> (s->cluster_bits + s->l2_bits);
@@ -268,23 +296,33 @@ static int coroutine_fn l2_offset_for(BlockDriverState *bs, uint64_t offset, uin
         return qcow2_signal_corruption(bs, "Invalid L1 entry %" PRIu64 ": 0x%" PRIx64, l1_index,
                                        l1e);
     }
-    if (off && overlaps_metadata(s, off, s->cluster_size)) {
-        return qcow2_signal_corruption(bs, "L2 table at 0x%" PRIx64 " overlaps other metadata",
-                                       off);
+    unsigned hit = off ? qcow2_overlap_find(s, QCOW2_OL_ACTIVE_L2, off, s->cluster_size) : 0;
+    if (hit) {
+        return qcow2_signal_corruption(bs, "L2 table at 0x%" PRIx64 " overlaps the %s", off,
+                                       qcow2_overlap_name(hit));
+    }
+    if (off && write) {
+        int ret = check_inside_file(bs, off, "L2 table", offset & ~(qcow2_l2_span(s) - 1));
+        if (ret < 0) {
+            return ret;
+        }
     }
     *l2_off = off;
     *copied = off && (l1e & QCOW2_OFLAG_COPIED);
     return 0;
 }
 
-/* Pins the L2 table that maps guest @offset, or sets *table = NULL when there is none. */
-static int coroutine_fn l2_load(BlockDriverState *bs, uint64_t offset, void **table)
+/*
+ * Pins the L2 table that maps guest @offset (to @write through it), or sets
+ * *table = NULL when there is none.
+ */
+static int coroutine_fn l2_load(BlockDriverState *bs, uint64_t offset, bool write, void **table)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t l2_off;
     bool copied;
     *table = NULL;
-    int ret = l2_offset_for(bs, offset, &l2_off, &copied);
+    int ret = l2_offset_for(bs, offset, write, &l2_off, &copied);
     if (ret < 0 || !l2_off) {
         return ret;
     }
@@ -308,6 +346,7 @@ static int coroutine_fn alloc_l2(BlockDriverState *bs, uint64_t l1_index, uint64
         return new_off;
     }
     if (old_off) {
+        bdrv_debug_event(bs->file, BLKDBG_L2_ALLOC_COW_READ);
         ret = qcow2_cache_get(bs, s->l2_cache, old_off, &old);
         if (ret < 0) {
             goto fail_free;
@@ -330,6 +369,7 @@ static int coroutine_fn alloc_l2(BlockDriverState *bs, uint64_t l1_index, uint64
 
     ret = qcow2_cache_set_dependency(bs, s->l2_cache, s->refblock_cache);
     if (ret == 0) {
+        bdrv_debug_event(bs->file, BLKDBG_L2_ALLOC_WRITE);
         ret = qcow2_cache_flush(bs, s->l2_cache);
     }
     if (ret == 0) {
@@ -338,6 +378,9 @@ static int coroutine_fn alloc_l2(BlockDriverState *bs, uint64_t l1_index, uint64
         ret = qcow2_write_l1_entry(bs, l1_index);
         if (ret < 0) {
             s->l1_table[l1_index] = saved;
+        } else {
+            qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L2, saved & L1E_OFFSET_MASK);
+            qcow2_overlap_add(s, QCOW2_OL_ACTIVE_L2, new_off);
         }
     }
     if (ret < 0) {
@@ -377,7 +420,7 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs, uint64_t offset, 
             return ret;
         }
     }
-    ret = l2_offset_for(bs, offset, &l2_off, &copied);
+    ret = l2_offset_for(bs, offset, true, &l2_off, &copied);
     if (ret < 0) {
         return ret;
     }
@@ -402,7 +445,7 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
     void *table;
 
     *host = 0;
-    int ret = l2_load(bs, offset, &table);
+    int ret = l2_load(bs, offset, false, &table);
     if (ret < 0) {
         return ret;
     }
@@ -616,7 +659,7 @@ static int coroutine_fn scan_write_piece(BlockDriverState *bs, uint64_t offset, 
     uint64_t cs = s->cluster_size;
     uint64_t idx = (offset >> s->cluster_bits) & (s->l2_entries - 1);
     void *table;
-    int ret = l2_load(bs, offset, &table);
+    int ret = l2_load(bs, offset, true, &table);
     if (ret < 0) {
         return ret;
     }
@@ -648,6 +691,12 @@ static int coroutine_fn scan_write_piece(BlockDriverState *bs, uint64_t offset, 
         qcow2_cache_put(s->l2_cache, &table);
     }
     p->end = MIN(end, p->gc + p->n * cs);
+    if (ret == 0 && p->kind != WRITE_NEW && !s->has_data_file) {
+        /* Host-contiguous clusters: the last one starts furthest out. */
+        uint64_t last = p->kind == WRITE_IN_PLACE ? p->n - 1 : 0;
+        ret = check_inside_file(bs, (p->e0 & L2E_OFFSET_MASK) + last * cs, "Data cluster",
+                                p->gc + last * cs);
+    }
     return ret;
 }
 
@@ -686,11 +735,12 @@ static int coroutine_fn prepare_new(BlockDriverState *bs, const WritePiece *p, Q
         return h;
     }
     a->host_offset = h;
-    if (overlaps_metadata(s, h, p->n * cs)) {
-        return qcow2_signal_corruption(bs, "Allocated cluster 0x%" PRIx64 " overlaps metadata",
-                                       (uint64_t)h);
+    /* The allocator checked the run too; this guards the data write itself. */
+    int ret = qcow2_pre_write_check(bs, QCOW2_OL_DATA, h, p->n * cs);
+    if (ret < 0) {
+        qcow2_free_clusters(bs, h, p->n * cs, false);
     }
-    return 0;
+    return ret;
 }
 
 int coroutine_fn qcow2_alloc_host_offset(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
@@ -716,16 +766,14 @@ int coroutine_fn qcow2_alloc_host_offset(BlockDriverState *bs, uint64_t offset, 
     switch (p.kind) {
     case WRITE_IN_PLACE:
         *host = (p.e0 & L2E_OFFSET_MASK) + p.a0;
-        if (!s->has_data_file && overlaps_metadata(s, *host, *bytes)) {
-            return qcow2_signal_corruption(bs, "Data write at 0x%" PRIx64 " overlaps metadata",
-                                           *host);
-        }
-        return 0;
+        return s->has_data_file ? 0 : qcow2_pre_write_check(bs, QCOW2_OL_DATA, *host, *bytes);
     case WRITE_KEEP_OLD:
         prepare_keep_old(s, a, p.gc, p.e0, p.bm0, p.a0, p.end - p.gc);
-        if (!s->has_data_file && overlaps_metadata(s, a->host_offset, s->cluster_size)) {
-            return qcow2_signal_corruption(bs, "Data write at 0x%" PRIx64 " overlaps metadata",
-                                           a->host_offset);
+        ret = s->has_data_file
+                  ? 0
+                  : qcow2_pre_write_check(bs, QCOW2_OL_DATA, a->host_offset, s->cluster_size);
+        if (ret < 0) {
+            return ret;
         }
         break;
     case WRITE_NEW:
@@ -827,6 +875,98 @@ int coroutine_fn qcow2_alloc_link(BlockDriverState *bs, Qcow2Alloc *a)
     return ret;
 }
 
+/* ---- compressed clusters ---------------------------------------------------------------- */
+
+int coroutine_fn qcow2_alloc_compressed(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                        Qcow2Alloc *a)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t end;
+    int ret = qcow2_before_write(bs);
+    if (ret < 0) {
+        return ret;
+    }
+    g_assert(qcow2_offset_into_cluster(s, offset) == 0);
+    do {
+        end = offset + s->cluster_size;
+    } while (wait_for_overlap(bs, offset, &end));
+
+    int64_t host = qcow2_alloc_bytes(bs, bytes);
+    if (host < 0) {
+        return host;
+    }
+    ret = (uint64_t)host + bytes - 1 > s->coffset_mask
+              ? -EFBIG
+              : qcow2_pre_write_check(bs, QCOW2_OL_DATA, host, bytes);
+    if (ret < 0) {
+        qcow2_free_clusters(bs, host, bytes, false);
+        return ret;
+    }
+    *a = (Qcow2Alloc){
+        .guest_offset = offset,
+        .host_offset = host,
+        .nb_clusters = 1,
+        .compressed_bytes = bytes,
+    };
+    alloc_list_insert(s, a);
+    return 0;
+}
+
+void coroutine_fn qcow2_abort_compressed(BlockDriverState *bs, Qcow2Alloc *a)
+{
+    BDRVQcow2State *s = bs->opaque;
+    qcow2_free_clusters(bs, a->host_offset, a->compressed_bytes, false);
+    alloc_list_remove(s, a);
+}
+
+int coroutine_fn qcow2_link_compressed(BlockDriverState *bs, Qcow2Alloc *a)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t first_sector = a->host_offset >> 9;
+    uint64_t last_sector = (a->host_offset + a->compressed_bytes - 1) >> 9;
+    uint64_t entry =
+        a->host_offset | QCOW2_OFLAG_COMPRESSED | ((last_sector - first_sector) << s->csize_shift);
+    uint64_t idx, old;
+    void *table;
+
+    int ret = get_l2_for_write(bs, a->guest_offset, &table, &idx);
+    if (ret == 0 && !s->lazy_refcounts) {
+        /* The references to the compressed bytes are stable before the entry. */
+        ret = qcow2_cache_set_dependency(bs, s->l2_cache, s->refblock_cache);
+        if (ret < 0) {
+            qcow2_cache_put(s->l2_cache, &table);
+        }
+    }
+    if (ret < 0) {
+        qcow2_abort_compressed(bs, a);
+        return ret;
+    }
+    qcow2_cache_depends_on_flush(s->l2_cache);
+    old = qcow2_l2_entry(s, table, idx);
+    ret = check_l2_entry(bs, a->guest_offset, old, qcow2_l2_bitmap(s, table, idx));
+    if (ret == 0) {
+        qcow2_set_l2_entry(s, table, idx, entry);
+        qcow2_set_l2_bitmap(s, table, idx, 0); /* compressed clusters have no subclusters */
+        qcow2_cache_mark_dirty(s->l2_cache, table);
+    }
+    qcow2_cache_put(s->l2_cache, &table);
+    if (ret < 0) {
+        qcow2_abort_compressed(bs, a);
+        return ret;
+    }
+    if ((old & QCOW2_OFLAG_COMPRESSED) || qcow2_entry_has_host(s, old)) {
+        /* Overwritten: the old cluster loses its reference once the new entry is stable. */
+        if (!s->lazy_refcounts) {
+            ret = qcow2_cache_set_dependency(bs, s->refblock_cache, s->l2_cache);
+        }
+        if (ret == 0) {
+            ret = qcow2_free_any_cluster(bs, old, false);
+        }
+    }
+    alloc_list_remove(s, a);
+    return ret;
+}
+
 /* ---- zeroing, discarding, preallocating ------------------------------------------------- */
 
 /* The change one operation makes to one cluster's L2 entry. */
@@ -860,7 +1000,7 @@ static int coroutine_fn edit_clusters(BlockDriverState *bs, uint64_t offset, uin
         bool copied;
         void *table;
 
-        ret = l2_offset_for(bs, offset, &l2_off, &copied);
+        ret = l2_offset_for(bs, offset, true, &l2_off, &copied);
         if (ret < 0) {
             break;
         }
@@ -997,7 +1137,6 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t span = qcow2_l2_span(s);
-    uint64_t host_end = 0;
     int64_t file_len = bdrv_co_getlength(s->data_file->bs);
     int ret = qcow2_before_write(bs);
 
@@ -1026,6 +1165,7 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
                 continue;
             }
             int64_t host = offset;
+            uint64_t run_end;
             if (!s->has_data_file) {
                 host = qcow2_alloc_clusters(bs, n);
                 if (host < 0) {
@@ -1035,14 +1175,30 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
                 ret = s->lazy_refcounts
                           ? 0
                           : qcow2_cache_set_dependency(bs, s->l2_cache, s->refblock_cache);
+                if (ret == 0) {
+                    ret = qcow2_pre_write_check(bs, QCOW2_OL_DATA, host, n << s->cluster_bits);
+                }
             }
+            run_end = (uint64_t)host + (n << s->cluster_bits);
             if (ret == 0 && host < file_len) {
                 /* Reused clusters still hold old data: the guest must see zeroes. */
-                ret = bdrv_co_pwrite_zeroes(
-                    s->data_file, host, MIN(n << s->cluster_bits, (uint64_t)(file_len - host)), 0);
+                ret = bdrv_co_pwrite_zeroes(s->data_file, host,
+                                            MIN(run_end, (uint64_t)file_len) - host, 0);
+                qcow2_cache_depends_on_flush(s->l2_cache);
+            }
+            if (ret == 0 && run_end > (uint64_t)file_len) {
+                /*
+                 * The clusters lie inside the file before an entry names them (and
+                 * read as zeroes): no entry ever points past the end of the file.
+                 */
+                ret = bdrv_co_truncate(s->data_file, run_end, false, PREALLOC_MODE_OFF, 0, NULL);
+                file_len = run_end;
                 qcow2_cache_depends_on_flush(s->l2_cache);
             }
             if (ret < 0) {
+                if (!s->has_data_file) {
+                    qcow2_free_clusters(bs, host, n << s->cluster_bits, false);
+                }
                 break;
             }
             for (uint64_t i = 0; i < n; i++) {
@@ -1052,15 +1208,10 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
                 qcow2_set_l2_bitmap(s, table, idx + i, 0);
             }
             qcow2_cache_mark_dirty(s->l2_cache, table);
-            host_end = MAX(host_end, (uint64_t)host + (n << s->cluster_bits));
             offset += n << s->cluster_bits;
             idx += n;
         }
         qcow2_cache_put(s->l2_cache, &table);
-    }
-    if (ret == 0 && host_end > (uint64_t)file_len) {
-        /* Preallocated clusters lie inside the file, so that they read as zeroes. */
-        ret = bdrv_co_truncate(s->data_file, host_end, false, PREALLOC_MODE_OFF, 0, NULL);
     }
     return ret;
 }

@@ -1,6 +1,6 @@
 /*
- * qcow2 compressed clusters: inflating zlib (raw deflate, no header) and
- * zstd streams into one cluster.
+ * qcow2 compressed clusters: deflating one cluster into a zlib (raw
+ * deflate, no header) or zstd stream, and inflating it back.
  *
  * The compressed bytes of a cluster are followed by unrelated bytes (the
  * rest of the last 512-byte sector, perhaps the next compressed cluster),
@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "drivers/qcow2/qcow2.h"
 
@@ -69,6 +70,46 @@ int qcow2_decompress(int type, void *dest, size_t dest_size, const void *src, si
         return inflate_zlib(dest, dest_size, src, src_size);
     case QCOW2_COMPRESSION_ZSTD:
         return inflate_zstd(dest, dest_size, src, src_size);
+    default:
+        return -EIO;
+    }
+}
+
+static ssize_t deflate_zlib(void *dest, size_t dest_size, const void *src, size_t src_size)
+{
+    z_stream z = {0};
+    /* Raw deflate with a 4 KiB window, as QEMU writes it (and as inflate_zlib reads it). */
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK) {
+        return -EIO;
+    }
+    z.next_in = (Bytef *)src;
+    z.avail_in = (uInt)src_size;
+    z.next_out = dest;
+    z.avail_out = (uInt)dest_size;
+    int zr = deflate(&z, Z_FINISH);
+    ssize_t ret = zr == Z_STREAM_END                  ? (ssize_t)(dest_size - z.avail_out)
+                  : (zr == Z_OK || zr == Z_BUF_ERROR) ? -ENOSPC
+                                                      : -EIO;
+    deflateEnd(&z);
+    return ret;
+}
+
+static ssize_t compress_zstd(void *dest, size_t dest_size, const void *src, size_t src_size)
+{
+    size_t n = ZSTD_compress(dest, dest_size, src, src_size, ZSTD_CLEVEL_DEFAULT);
+    if (ZSTD_isError(n)) {
+        return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOSPC : -EIO;
+    }
+    return (ssize_t)n;
+}
+
+ssize_t qcow2_compress(int type, void *dest, size_t dest_size, const void *src, size_t src_size)
+{
+    switch (type) {
+    case QCOW2_COMPRESSION_ZLIB:
+        return deflate_zlib(dest, dest_size, src, src_size);
+    case QCOW2_COMPRESSION_ZSTD:
+        return compress_zstd(dest, dest_size, src, src_size);
     default:
         return -EIO;
     }

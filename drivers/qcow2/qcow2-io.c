@@ -15,6 +15,7 @@
  * while it was held (an in-flight allocation keeps them from changing).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,7 @@ static int coroutine_fn read_backing(BlockDriverState *bs, uint64_t offset, uint
     if (avail) {
         IOVector slice;
         iov_init_slice(&slice, qiov, qoff, avail);
+        bdrv_debug_event(bs->file, BLKDBG_READ_BACKING_AIO);
         ret = bdrv_co_preadv(bs->backing, offset, avail, &slice, 0);
         iov_destroy(&slice);
     }
@@ -45,13 +47,30 @@ static int coroutine_fn read_backing(BlockDriverState *bs, uint64_t offset, uint
     return ret;
 }
 
-/* Inflates the compressed cluster that L2 entry @entry describes into @out (one cluster). */
+/*
+ * Inflates the compressed cluster that L2 entry @entry describes into @out
+ * (one cluster).  The descriptor must point past the header and start
+ * inside the file, else the image is corrupt.  Its last sector may pass
+ * the end of the file (writers do not pad it; reads there give zeroes).
+ */
 static int coroutine_fn read_compressed_cluster(BlockDriverState *bs, uint64_t entry, void *out)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t off, bytes;
     qcow2_compressed_range(s, entry, &off, &bytes);
+    int64_t file_len = bdrv_co_getlength(bs->file->bs);
+    if (file_len < 0) {
+        return file_len;
+    }
+    if (off < s->cluster_size || off >= (uint64_t)file_len) {
+        co_mutex_lock(&s->lock);
+        int ret = qcow2_signal_corruption(
+            bs, "Compressed cluster descriptor 0x%" PRIx64 " points outside the image file", entry);
+        co_mutex_unlock(&s->lock);
+        return ret;
+    }
     uint8_t *in = g_malloc(bytes);
+    bdrv_debug_event(bs->file, BLKDBG_READ_COMPRESSED);
     int ret = bdrv_co_pread(bs->file, off, bytes, in, 0);
     if (ret == 0) {
         ret = qcow2_decompress(s->compression_type, out, s->cluster_size, in, bytes);
@@ -93,6 +112,7 @@ static int coroutine_fn read_cluster_part(BlockDriverState *bs, uint64_t gc, uin
         case QCOW2_SC_NORMAL: {
             IOVector slice;
             iov_init_slice(&slice, qiov, at, next - pos);
+            bdrv_debug_event(bs->file, BLKDBG_READ_AIO);
             ret = bdrv_co_preadv(s->data_file, (entry & L2E_OFFSET_MASK) + pos, next - pos, &slice,
                                  0);
             iov_destroy(&slice);
@@ -145,6 +165,7 @@ int coroutine_fn qcow2_co_preadv_impl(BlockDriverState *bs, int64_t offset, int6
         case QCOW2_SC_NORMAL: {
             IOVector slice;
             iov_init_slice(&slice, qiov, done, n);
+            bdrv_debug_event(bs->file, BLKDBG_READ_AIO);
             ret = bdrv_co_preadv(s->data_file, host, n, &slice, 0);
             iov_destroy(&slice);
             break;
@@ -184,6 +205,7 @@ static int coroutine_fn write_with_cow(BlockDriverState *bs, Qcow2Alloc *a, uint
     if (a->cow_start.bytes) {
         head = bdrv_blockalign(bs, a->cow_start.bytes);
         iov_init_buf(&part, head, a->cow_start.bytes);
+        bdrv_debug_event(bs->file, BLKDBG_COW_READ);
         ret = read_cluster_part(bs, a->guest_offset, a->old_first, a->old_first_bitmap,
                                 a->cow_start.offset, a->cow_start.offset + a->cow_start.bytes,
                                 &part, 0);
@@ -194,11 +216,16 @@ static int coroutine_fn write_with_cow(BlockDriverState *bs, Qcow2Alloc *a, uint
         uint64_t x = a->cow_end.offset - last;
         tail = bdrv_blockalign(bs, a->cow_end.bytes);
         iov_init_buf(&part, tail, a->cow_end.bytes);
+        bdrv_debug_event(bs->file, BLKDBG_COW_READ);
         ret = read_cluster_part(bs, a->guest_offset + last, a->old_last, a->old_last_bitmap, x,
                                 x + a->cow_end.bytes, &part, 0);
         iov_add(&v, tail, a->cow_end.bytes);
     }
     if (ret == 0) {
+        if (a->cow_start.bytes || a->cow_end.bytes) {
+            bdrv_debug_event(bs->file, BLKDBG_COW_WRITE);
+        }
+        bdrv_debug_event(bs->file, BLKDBG_WRITE_AIO);
         ret = bdrv_co_pwritev(s->data_file, a->host_offset + a->cow_start.offset, v.size, &v, 0);
     }
     iov_destroy(&v);
@@ -226,6 +253,7 @@ int coroutine_fn qcow2_co_pwritev_impl(BlockDriverState *bs, int64_t offset, int
         if (ret == 0) {
             IOVector slice;
             iov_init_slice(&slice, qiov, done, n);
+            bdrv_debug_event(bs->file, BLKDBG_WRITE_AIO);
             ret = bdrv_co_pwritev(s->data_file, host, n, &slice, 0);
             iov_destroy(&slice);
         } else {

@@ -93,6 +93,7 @@ int coroutine_fn qcow2_refcount_open(BlockDriverState *bs, GError **errp)
     BDRVQcow2State *s = bs->opaque;
     uint64_t n = s->refcount_table_size;
     uint8_t *buf = g_malloc(n * 8);
+    bdrv_debug_event(bs->file, BLKDBG_REFTABLE_LOAD);
     int ret = bdrv_co_pread(bs->file, s->refcount_table_offset, n * 8, buf, 0);
 
     if (ret < 0) {
@@ -153,7 +154,9 @@ static uint64_t max_cluster_index(BDRVQcow2State *s)
 /*
  * Finds the first run of @nb clusters with refcount 0 at or after
  * s->free_cluster_index (clusters no refcount block covers count as free)
- * and moves the hint to the first free cluster seen.
+ * and moves the hint to the first free cluster seen.  A run that overlaps
+ * metadata means the refcounts lie: the image is corrupt (-EIO), and the
+ * run is never handed out.
  */
 static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t nb, uint64_t *start)
 {
@@ -210,6 +213,17 @@ static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t nb, uint64_
         qcow2_cache_put(s->refblock_cache, &block);
     }
     *start = run_start;
+    if (ret == 0 && qcow2_overlap_find(s, 0, run_start << s->cluster_bits, nb << s->cluster_bits)) {
+        /* Rare (a broken image): name the first such cluster. */
+        for (uint64_t c = run_start; c < run_start + nb; c++) {
+            unsigned hit = qcow2_overlap_find(s, 0, c << s->cluster_bits, s->cluster_size);
+            if (hit) {
+                return qcow2_signal_corruption(
+                    bs, "Refcounts call host cluster 0x%" PRIx64 " free, but it holds the %s",
+                    c << s->cluster_bits, qcow2_overlap_name(hit));
+            }
+        }
+    }
     return ret;
 }
 
@@ -235,6 +249,7 @@ static int coroutine_fn update_refcount(BlockDriverState *bs, uint64_t offset, u
     if (size == 0) {
         return 0;
     }
+    bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_UPDATE);
     for (uint64_t ci = first; ci <= last; ci++) {
         uint64_t rt_index = ci >> s->rb_bits;
         if (rt_index != block_rt) {
@@ -285,6 +300,9 @@ static int coroutine_fn update_refcount(BlockDriverState *bs, uint64_t offset, u
             if (ci < s->free_cluster_index) {
                 s->free_cluster_index = ci;
             }
+            if (s->free_byte_offset && (s->free_byte_offset >> s->cluster_bits) == ci) {
+                s->free_byte_offset = 0; /* never append compressed data to a reused cluster */
+            }
             /* A freed cluster may have held a table: it must never be written back there. */
             qcow2_cache_discard(s->l2_cache, coff);
             qcow2_cache_discard(s->refblock_cache, coff);
@@ -317,7 +335,11 @@ static int coroutine_fn write_refcount_table_entry(BlockDriverState *bs, uint64_
     BDRVQcow2State *s = bs->opaque;
     uint8_t be[8];
     qcow2_st64(be, s->refcount_table[rt_index]);
-    int ret = bdrv_co_pwrite(bs->file, s->refcount_table_offset + rt_index * 8, 8, be, 0);
+    int ret = qcow2_pre_write_check(bs, QCOW2_OL_REFCOUNT_TABLE,
+                                    s->refcount_table_offset + rt_index * 8, 8);
+    if (ret == 0) {
+        ret = bdrv_co_pwrite(bs->file, s->refcount_table_offset + rt_index * 8, 8, be, 0);
+    }
     if (ret == 0) {
         ret = bdrv_co_flush(bs->file->bs);
     }
@@ -336,6 +358,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t cluster_i
     if (refblock_offset(s, rt_index)) {
         return 0;
     }
+    bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_ALLOC);
     if (rt_index >= s->refcount_table_size) {
         ret = grow_refcount_table(bs, rt_index + 1);
         if (ret < 0 || refblock_offset(s, rt_index)) {
@@ -377,15 +400,19 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t cluster_i
         }
     }
 
+    bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_ALLOC_WRITE);
     ret = qcow2_cache_flush(bs, s->refblock_cache);
     if (ret < 0) {
         return ret;
     }
     s->refcount_table[rt_index] = block_off;
+    bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     ret = write_refcount_table_entry(bs, rt_index);
     if (ret < 0) {
         s->refcount_table[rt_index] = 0;
         qcow2_cache_discard(s->refblock_cache, block_off);
+    } else {
+        qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_BLOCK, block_off);
     }
     return ret;
 }
@@ -455,6 +482,7 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_e
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t new_size, start, span, need, tclusters;
+    bdrv_debug_event(bs->file, BLKDBG_REFTABLE_GROW);
     int ret = plan_refcount_table(bs, min_entries, &new_size, &start, &span, &need, &tclusters);
     if (ret < 0) {
         return ret;
@@ -490,10 +518,22 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_e
         qcow2_st64(table_be + i * 8, new_rt[i]);
     }
     if (need) {
-        ret = bdrv_co_pwrite(bs->file, start << s->cluster_bits, need * s->cluster_size, blocks, 0);
+        bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS);
+        ret = qcow2_pre_write_check(bs, QCOW2_OL_REFCOUNT_BLOCK, start << s->cluster_bits,
+                                    need * s->cluster_size);
+        if (ret == 0) {
+            ret = bdrv_co_pwrite(bs->file, start << s->cluster_bits, need * s->cluster_size,
+                                 blocks, 0);
+        }
         if (ret < 0) {
             goto out;
         }
+    }
+    bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE);
+    ret = qcow2_pre_write_check(bs, QCOW2_OL_REFCOUNT_TABLE, (start + need) << s->cluster_bits,
+                                new_size * 8);
+    if (ret < 0) {
+        goto out;
     }
     ret = bdrv_co_pwrite(bs->file, (start + need) << s->cluster_bits, new_size * 8, table_be, 0);
     if (ret < 0) {
@@ -507,6 +547,7 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_e
     uint8_t hdr[12];
     qcow2_st64(hdr, (start + need) << s->cluster_bits);
     qcow2_st32(hdr + 8, (uint32_t)tclusters);
+    bdrv_debug_event(bs->file, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE);
     ret = bdrv_co_pwrite(bs->file, QH_RT_OFFSET, sizeof(hdr), hdr, 0);
     if (ret == 0) {
         ret = bdrv_co_flush(bs->file->bs);
@@ -522,6 +563,7 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_e
     s->refcount_table = g_steal_pointer(&new_rt);
     s->refcount_table_size = new_size;
     s->refcount_table_offset = (start + need) << s->cluster_bits;
+    qcow2_overlap_invalidate(s, QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_REFCOUNT_BLOCK);
     /* The old table is unreferenced on disk now. */
     ret = qcow2_free_clusters(bs, old_offset, old_bytes, false);
 out:
@@ -538,6 +580,7 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb)
     int ret;
 
     g_assert(nb > 0);
+    bdrv_debug_event(bs->file, BLKDBG_CLUSTER_ALLOC);
     for (;;) {
         ret = find_free_run(bs, nb, &start);
         if (ret < 0) {
@@ -566,6 +609,49 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb)
     return (int64_t)(start << s->cluster_bits);
 }
 
+int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, uint64_t size)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off = s->free_byte_offset, rc = 0;
+    int ret;
+
+    g_assert(size > 0 && size < s->cluster_size);
+    if (off) {
+        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc == 0 || rc == s->refcount_max) {
+            off = 0;
+        }
+    }
+    uint64_t room = off ? s->cluster_size - qcow2_offset_into_cluster(s, off) : 0;
+    if (off && room >= size) {
+        ret = update_refcount(bs, off, size, 1, false);
+    } else {
+        int64_t fresh = qcow2_alloc_clusters(bs, 1); /* counts the new cluster */
+        if (fresh < 0) {
+            return fresh;
+        }
+        if (off && (uint64_t)fresh == qcow2_round_up(off, s->cluster_size)) {
+            /* Contiguous: the bytes run on from the old cluster into the new one. */
+            ret = update_refcount(bs, off, 1, 1, false);
+        } else {
+            off = fresh;
+            ret = 0;
+        }
+        if (ret < 0) {
+            qcow2_free_clusters(bs, fresh, s->cluster_size, false);
+            return ret;
+        }
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->free_byte_offset = qcow2_offset_into_cluster(s, off + size) ? off + size : 0;
+    return (int64_t)off;
+}
+
 int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, uint64_t size,
                                        int64_t delta)
 {
@@ -580,6 +666,7 @@ uint64_t qcow2_refblock_offset(BDRVQcow2State *s, uint64_t cluster_index)
 int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint64_t size,
                                      bool discard)
 {
+    bdrv_debug_event(bs->file, BLKDBG_CLUSTER_FREE);
     return update_refcount(bs, offset, size, -1, discard);
 }
 

@@ -233,7 +233,7 @@ int coroutine_fn qcow2_before_write(BlockDriverState *bs)
             return ret;
         }
     }
-    ret = qcow2_bitmaps_mark_in_use(bs);
+    ret = qcow2_bitmaps_before_write(bs);
     if (ret < 0) {
         return ret;
     }
@@ -701,7 +701,9 @@ static void qcow2_free_state(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     qcow2_cache_destroy(s->l2_cache);
     qcow2_cache_destroy(s->refblock_cache);
+    qcow2_overlap_free(s);
     qcow2_snapshots_free(s);
+    qcow2_bitmaps_free(s);
     for (int i = 0; i < s->nb_unknown_exts; i++) {
         g_free(s->unknown_exts[i].data);
     }
@@ -774,7 +776,10 @@ static void coroutine_fn qcow2_close_entry(void *opaque)
     BDRVQcow2State *s = c->bs->opaque;
     GRAPH_RDLOCK_GUARD();
     co_mutex_lock(&s->lock);
-    c->ret = qcow2_flush_caches(c->bs, true);
+    c->ret = qcow2_bitmaps_store(c->bs);
+    if (c->ret == 0) {
+        c->ret = qcow2_flush_caches(c->bs, true);
+    }
     if (c->ret == 0) {
         c->ret = bdrv_co_flush(c->bs->file->bs);
     }
@@ -805,7 +810,17 @@ static int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, in
 static int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                          IOVector *qiov, BdrvRequestFlags flags)
 {
-    return qcow2_co_pwritev_impl(bs, offset, bytes, qiov);
+    int ret = qcow2_co_pwritev_impl(bs, offset, bytes, qiov);
+    qcow2_bitmaps_track(bs, offset, bytes); /* even after a failure: the data may have changed */
+    return ret;
+}
+
+static int coroutine_fn qcow2_co_pwritev_compressed(BlockDriverState *bs, int64_t offset,
+                                                    int64_t bytes, IOVector *qiov)
+{
+    int ret = qcow2_co_pwritev_compressed_impl(bs, offset, bytes, qiov);
+    qcow2_bitmaps_track(bs, offset, bytes);
+    return ret;
 }
 
 static int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -815,6 +830,7 @@ static int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t off
     co_mutex_lock(&s->lock);
     int ret = qcow2_zero_clusters(bs, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
     co_mutex_unlock(&s->lock);
+    qcow2_bitmaps_track(bs, offset, bytes);
     return ret;
 }
 
@@ -824,15 +840,21 @@ static int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, 
     co_mutex_lock(&s->lock);
     int ret = qcow2_discard_clusters(bs, offset, bytes, false);
     co_mutex_unlock(&s->lock);
+    qcow2_bitmaps_track(bs, offset, bytes);
     return ret;
 }
 
 static int coroutine_fn qcow2_co_flush_to_os(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
+    bdrv_debug_event(bs->file, BLKDBG_FLUSH_TO_OS);
     co_mutex_lock(&s->lock);
     int ret = qcow2_flush_caches(bs, false);
     co_mutex_unlock(&s->lock);
+    /* The core flushes the children next: QEMU's flush_to_disk point. */
+    if (ret == 0) {
+        bdrv_debug_event(bs->file, BLKDBG_FLUSH_TO_DISK);
+    }
     return ret;
 }
 
@@ -1049,7 +1071,11 @@ static int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, 
     }
     co_mutex_lock(&s->lock);
     uint64_t old = s->size;
-    if ((uint64_t)offset == old) {
+    if ((uint64_t)offset != old && s->nb_bitmaps) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
+                    "Cannot resize a qcow2 image with persistent bitmaps (remove them first)");
+        ret = -ENOTSUP;
+    } else if ((uint64_t)offset == old) {
         ret = 0;
     } else if ((uint64_t)offset < old) {
         ret = qcow2_shrink(bs, offset, errp);
@@ -1201,7 +1227,9 @@ static void coroutine_fn make_empty_entry(void *opaque)
     BDRVQcow2State *s = f->bs->opaque;
     GRAPH_RDLOCK_GUARD();
     co_mutex_lock(&s->lock);
+    bdrv_debug_event(f->bs->file, BLKDBG_EMPTY_IMAGE_PREPARE);
     f->ret = qcow2_discard_clusters(f->bs, 0, qcow2_round_up(s->size, s->cluster_size), true);
+    qcow2_bitmaps_track(f->bs, 0, s->size);
     if (f->ret == 0) {
         f->ret = qcow2_flush_caches(f->bs, false);
     }
@@ -1225,7 +1253,10 @@ static void coroutine_fn reopen_flush_entry(void *opaque)
     BDRVQcow2State *s = f->bs->opaque;
     GRAPH_RDLOCK_GUARD();
     co_mutex_lock(&s->lock);
-    f->ret = qcow2_flush_caches(f->bs, true);
+    f->ret = qcow2_bitmaps_store(f->bs);
+    if (f->ret == 0) {
+        f->ret = qcow2_flush_caches(f->bs, true);
+    }
     if (f->ret == 0) {
         f->ret = bdrv_co_flush(f->bs->file->bs);
     }
@@ -1287,6 +1318,7 @@ BlockDriver bdrv_qcow2 = {
 
     .co_preadv = qcow2_co_preadv,
     .co_pwritev = qcow2_co_pwritev,
+    .co_pwritev_compressed = qcow2_co_pwritev_compressed,
     .co_pwrite_zeroes = qcow2_co_pwrite_zeroes,
     .co_pdiscard = qcow2_co_pdiscard,
     .co_flush_to_os = qcow2_co_flush_to_os,
@@ -1300,6 +1332,8 @@ BlockDriver bdrv_qcow2 = {
     .has_zero_init = qcow2_has_zero_init,
     .make_empty = qcow2_make_empty,
     .change_backing_file = qcow2_change_backing_file,
+    .snapshot_ops = &qcow2_snapshot_ops,
+    .bitmap_ops = &qcow2_bitmap_ops,
     .refresh_limits = qcow2_refresh_limits,
     .child_perm = qcow2_child_perm,
     .reopen_prepare = qcow2_reopen_prepare,

@@ -166,13 +166,40 @@ typedef enum Qcow2SubclusterType {
 } Qcow2SubclusterType;
 
 typedef struct Qcow2Cache Qcow2Cache;
+typedef struct Qcow2Overlap Qcow2Overlap;
 
-/* A snapshot table entry, reduced to what keeping the image consistent needs. */
+/*
+ * Classes of metadata for overlap checks (qcow2-overlap.c).  A write of
+ * one class may overlap its own class only; guest data overlaps none.
+ */
+typedef enum Qcow2MetaClass {
+    QCOW2_OL_HEADER = 1u << 0,
+    QCOW2_OL_ACTIVE_L1 = 1u << 1,
+    QCOW2_OL_ACTIVE_L2 = 1u << 2,
+    QCOW2_OL_REFCOUNT_TABLE = 1u << 3,
+    QCOW2_OL_REFCOUNT_BLOCK = 1u << 4,
+    QCOW2_OL_SNAPSHOT_TABLE = 1u << 5,
+    QCOW2_OL_INACTIVE_L1 = 1u << 6,
+    QCOW2_OL_BITMAP_DIR = 1u << 7,
+} Qcow2MetaClass;
+#define QCOW2_OL_DATA 0u /* what a guest data write is */
+
+/*
+ * A snapshot table entry.  Extra data past the fields we know is kept
+ * (@extra_unknown) and written back as it was.
+ */
 typedef struct Qcow2Snapshot {
     uint64_t l1_table_offset;
     uint32_t l1_size;
     char *id;
     char *name;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size; /* virtual disk size when the snapshot was taken */
+    uint64_t icount;    /* instruction count, UINT64_MAX when not recorded */
+    uint32_t extra_unknown_len;
+    uint8_t *extra_unknown;
 } Qcow2Snapshot;
 
 /* A header extension we do not interpret, kept to be written back as it was. */
@@ -215,6 +242,8 @@ typedef struct Qcow2Alloc {
     uint64_t old_last, old_last_bitmap;
     /* Subclusters that become allocated in the first and last cluster. */
     uint32_t first_mask, last_mask;
+    /* A compressed cluster of this many bytes at host_offset (0: not compressed). */
+    uint64_t compressed_bytes;
     CoQueue waiters;
     struct Qcow2Alloc *prev, *next;
 } Qcow2Alloc;
@@ -285,6 +314,11 @@ typedef struct BDRVQcow2State {
     uint8_t bitmaps_ext[24];
     uint32_t nb_bitmaps;
     uint64_t bitmap_dir_offset, bitmap_dir_size;
+
+    uint64_t free_byte_offset; /* compressed writes: next free byte of a used cluster, or 0 */
+    struct Qcow2TrackedBitmaps *tracked; /* bitmaps whose bits writes set (qcow2-bitmap.c) */
+
+    Qcow2Overlap *overlap; /* where the metadata lives (qcow2-overlap.c) */
 
     Qcow2Alloc *allocs;      /* in-flight allocating writes */
     uint64_t nb_alloc_waits; /* statistics: requests that waited for an allocation */
@@ -437,6 +471,37 @@ int qcow2_cache_nb_dirty(Qcow2Cache *c);
 /* Checks the cache's invariants; for assert(). */
 bool qcow2_cache_sanity(Qcow2Cache *c);
 
+/* ---- qcow2-overlap.c ---------------------------------------------------------------- */
+
+/*
+ * The metadata index is built from the in-memory tables at its first use.
+ * Whoever moves a table or replaces many entries at once invalidates the
+ * classes concerned; single L1 and refcount table entries are followed with
+ * add and remove.  All under s->lock.
+ */
+void qcow2_overlap_invalidate(BDRVQcow2State *s, unsigned classes);
+/* An L1 entry (QCOW2_OL_ACTIVE_L2) or refcount table entry (QCOW2_OL_REFCOUNT_BLOCK) now names
+ * the cluster at @offset / no longer does. */
+void qcow2_overlap_add(BDRVQcow2State *s, Qcow2MetaClass cls, uint64_t offset);
+void qcow2_overlap_remove(BDRVQcow2State *s, Qcow2MetaClass cls, uint64_t offset);
+/*
+ * The lowest class of metadata outside @ignore that host bytes [@offset,
+ * @offset + @bytes) overlap, or 0.  Under s->lock.
+ */
+unsigned qcow2_overlap_find(BDRVQcow2State *s, unsigned ignore, uint64_t offset, uint64_t bytes);
+/* What class @cls (its lowest bit; 0 is guest data) is called in messages. */
+const char *qcow2_overlap_name(unsigned cls);
+/*
+ * Before writing @what (a class, or QCOW2_OL_DATA) at host [@offset,
+ * @offset + @bytes): 0 when it overlaps no other metadata, else the image
+ * is corrupt (qcow2_signal_corruption) and -EIO.  Under s->lock.
+ */
+int coroutine_fn qcow2_pre_write_check(BlockDriverState *bs, unsigned what, uint64_t offset,
+                                       uint64_t bytes);
+/* True when the index agrees with the tables it mirrors; for assert() and tests. */
+bool qcow2_overlap_sanity(BDRVQcow2State *s);
+void qcow2_overlap_free(BDRVQcow2State *s);
+
 /* ---- qcow2-refcount.c -------------------------------------------------------------- */
 
 /* Reads and checks the refcount table (at open). */
@@ -449,6 +514,14 @@ int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index
  * byte offset of the first, or -errno.  Under s->lock.
  */
 int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb);
+/*
+ * Allocates @size bytes (0 < size < cluster size) for compressed data:
+ * after the previous compressed data in its cluster when they fit there
+ * (or run on into the next cluster when that one is free and contiguous),
+ * else in a fresh cluster.  Every cluster the bytes touch gains one
+ * reference.  Returns the byte offset or -errno.  Under s->lock.
+ */
+int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, uint64_t size);
 /*
  * Drops one reference to each cluster of [@offset, @offset + @size).  The
  * caller made sure nothing on disk points there any more (or ordered the
@@ -507,6 +580,22 @@ int coroutine_fn qcow2_alloc_host_offset(BlockDriverState *bs, uint64_t offset, 
 int coroutine_fn qcow2_alloc_link(BlockDriverState *bs, Qcow2Alloc *alloc);
 /* Ends a failed @alloc, freeing its clusters.  Under s->lock. */
 void coroutine_fn qcow2_alloc_abort(BlockDriverState *bs, Qcow2Alloc *alloc);
+/*
+ * Prepares a compressed write of @bytes (< cluster size) of compressed data
+ * for the guest cluster at @offset: waits for allocations of that cluster,
+ * allocates the bytes (qcow2_alloc_bytes) and lists @alloc in s->allocs.
+ * The caller writes the data at alloc->host_offset, then calls
+ * qcow2_link_compressed or qcow2_abort_compressed.  Under s->lock.  -errno.
+ */
+int coroutine_fn qcow2_alloc_compressed(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                        Qcow2Alloc *alloc);
+/*
+ * Points the L2 entry at the compressed data and ends @alloc; whatever the
+ * entry pointed to before loses its reference.  Under s->lock.  -errno.
+ */
+int coroutine_fn qcow2_link_compressed(BlockDriverState *bs, Qcow2Alloc *alloc);
+/* Ends a failed compressed @alloc, freeing its bytes.  Under s->lock. */
+void coroutine_fn qcow2_abort_compressed(BlockDriverState *bs, Qcow2Alloc *alloc);
 /* True when the in-flight allocations cover disjoint clusters; for assert().  Under s->lock. */
 bool qcow2_allocs_sanity(BDRVQcow2State *s);
 /* Yields (dropping s->lock) until no in-flight allocation overlaps the range. */
@@ -544,26 +633,51 @@ int coroutine_fn qcow2_co_preadv_impl(BlockDriverState *bs, int64_t offset, int6
 int coroutine_fn qcow2_co_pwritev_impl(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        IOVector *qiov);
 
-/* ---- qcow2-compress.c ------------------------------------------------------------------- */
+/* ---- qcow2-compress.c, qcow2-compress-io.c ------------------------------------------------- */
 
 /*
  * Inflates @src into exactly @dest_size bytes of @dest with the image's
  * compression type.  Returns 0, or -EIO when the data is not valid.
  */
 int qcow2_decompress(int type, void *dest, size_t dest_size, const void *src, size_t src_size);
+/*
+ * Compresses @src into at most @dest_size bytes of @dest.  Returns the
+ * compressed length, -ENOSPC when it does not fit, -EIO on failure.  Any thread.
+ */
+ssize_t qcow2_compress(int type, void *dest, size_t dest_size, const void *src, size_t src_size);
+/*
+ * Writes whole clusters compressed (the last one of the disk may be
+ * short); clusters that do not shrink are written normally.  @bytes 0
+ * aligns the file's end to a sector.  -EINVAL for a request that is not
+ * cluster aligned, -ENOTSUP with an external data file.
+ */
+int coroutine_fn qcow2_co_pwritev_compressed_impl(BlockDriverState *bs, int64_t offset,
+                                                  int64_t bytes, IOVector *qiov);
 
 /* ---- qcow2-snapshot.c -------------------------------------------------------------------- */
 
 /* Reads and checks the snapshot table (at open). */
 int coroutine_fn qcow2_snapshots_open(BlockDriverState *bs, GError **errp);
 void qcow2_snapshots_free(BDRVQcow2State *s);
+extern const struct BdrvSnapshotOps qcow2_snapshot_ops;
 
 /* ---- qcow2-bitmap.c ------------------------------------------------------------------------ */
 
 /* Checks the bitmap directory (at open, when the extension is present). */
 int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, GError **errp);
-/* Sets the in-use flag of auto bitmaps: we write without tracking. Under s->lock. */
-int coroutine_fn qcow2_bitmaps_mark_in_use(BlockDriverState *bs);
+/*
+ * Before the first write: loads the enabled bitmaps to track writes in
+ * memory and marks every enabled bitmap in use on disk.  Cheap when
+ * already done.  Under s->lock.  -errno.
+ */
+int coroutine_fn qcow2_bitmaps_before_write(BlockDriverState *bs);
+/* Sets the bits of guest [@offset, @offset + @bytes) in the tracked bitmaps.  Any thread. */
+void qcow2_bitmaps_track(BlockDriverState *bs, uint64_t offset, uint64_t bytes);
+/* Writes the tracked bitmaps back, no longer in use (close, reopen read-only).  Under s->lock. */
+int coroutine_fn qcow2_bitmaps_store(BlockDriverState *bs);
+/* Frees the tracked bitmaps (after a failed store, at close). */
+void qcow2_bitmaps_free(BDRVQcow2State *s);
+extern const struct BdrvBitmapOps qcow2_bitmap_ops;
 /* Calls @fn for every host range the bitmaps use (directory, tables, data). */
 int coroutine_fn qcow2_bitmaps_foreach_range(
     BlockDriverState *bs, void (*fn)(void *opaque, uint64_t offset, uint64_t bytes), void *opaque);

@@ -146,7 +146,8 @@ static int raw_fmt_has_zero_init(BlockDriverState *bs)
 
 static bool raw_fmt_create(const char *filename, GHashTable *options, GError **errp)
 {
-    return bdrv_create_file(filename, options, errp);
+    /* bdrv_create_file consumes a reference; the caller (bdrv_create) still owns its own. */
+    return bdrv_create_file(filename, g_hash_table_ref(options), errp);
 }
 
 /*

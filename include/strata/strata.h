@@ -255,6 +255,123 @@ int strata_co_write_zeroes(StrataImage *img, uint64_t offset, uint64_t bytes, un
 int strata_co_discard(StrataImage *img, uint64_t offset, uint64_t bytes);
 int strata_co_flush(StrataImage *img);
 
+/* ---- block jobs (STRATA_0.2) ----------------------------------------------------------- */
+
+/*
+ * Long-running operations on an image's backing chain, in the background:
+ *   commit  copies the layers from a top down to a base into the base, then
+ *           drops them from the chain; with the image itself as top (the
+ *           default) it is an *active* commit, which becomes ready and must
+ *           be completed (strata_job_complete) to switch the image to base;
+ *   stream  copies the backing chain (down to an optional base) into the
+ *           image, then drops those backing files;
+ *   mirror  copies the image to another one and keeps it in sync; ready once
+ *           in sync; completing switches the image to the copy, cancelling
+ *           after ready leaves the copy consistent and switches nothing.
+ * The image stays usable throughout: requests from any thread go on.
+ *
+ * Threads: every strata_job_* call is main-thread only, outside coroutines
+ * (-EPERM otherwise).  Jobs run in the main loop: the embedder must run it
+ * (strata_main_loop_poll, strata_main_loop_fd, or strata_job_wait).  Event
+ * callbacks are called there, from the main loop.
+ *
+ * Lifecycle (docs/design/jobs.md): created -> running (<-> paused) ->
+ * [ready (<-> standby)] -> waiting -> pending -> concluded -> null; a
+ * failure or cancel goes through aborting.  Unless "auto-finalize=off"
+ * the job finalizes itself (pending is passed at once); unless
+ * "auto-dismiss=off" it disappears (null) once concluded.  Verbs given in a
+ * state that does not accept them fail with -EPERM and a message naming
+ * the state and the verb.
+ */
+typedef struct StrataJob StrataJob;
+
+typedef enum StrataJobStatus {
+    STRATA_JOB_CREATED = 0,
+    STRATA_JOB_RUNNING = 1,
+    STRATA_JOB_PAUSED = 2,
+    STRATA_JOB_READY = 3,
+    STRATA_JOB_STANDBY = 4,
+    STRATA_JOB_WAITING = 5,
+    STRATA_JOB_PENDING = 6,
+    STRATA_JOB_ABORTING = 7,
+    STRATA_JOB_CONCLUDED = 8,
+    STRATA_JOB_NULL = 9,
+} StrataJobStatus;
+
+typedef enum StrataJobEvent {
+    STRATA_JOB_EVENT_STATUS = 0,    /* the status changed (strata_job_status) */
+    STRATA_JOB_EVENT_READY = 1,     /* ready: may be completed */
+    STRATA_JOB_EVENT_PENDING = 2,   /* waits for strata_job_finalize (auto-finalize=off) */
+    STRATA_JOB_EVENT_ERROR = 3,     /* an I/O error met the error policy */
+    STRATA_JOB_EVENT_COMPLETED = 4, /* concluded; strata_job_error() tells how */
+} StrataJobEvent;
+
+/* Called in the main thread, from the main loop; may call strata_job_* on the job. */
+typedef void StrataJobEventFunc(void *opaque, StrataJob *job, StrataJobEvent event);
+
+/*
+ * Starts a job of @type ("commit", "stream", "mirror") on @img.  @options is
+ * NULL or "key=value,..." (as for strata_open):
+ *   id=ID                  unique name (default: generated)
+ *   speed=N                rate limit in bytes/s (0 = none, the default)
+ *   auto-finalize=on|off, auto-dismiss=on|off   (default on)
+ *   on-error=report|ignore|stop|enospc          (commit, stream; default report)
+ *   on-source-error=, on-target-error=          (mirror; default report)
+ *   commit:  top=NODE (default: the image: active commit), base=NODE (default:
+ *            the bottom of the chain), backing-file=NAME (written into the
+ *            header of the image above top)
+ *   stream:  base=NODE (default: none, the whole chain), backing-file=NAME
+ *   mirror:  target=FILENAME (an existing image of the same size), target-format=FMT,
+ *            sync=full|top|none (default full), granularity=BYTES,
+ *            buf-size=BYTES, copy-mode=background|write-blocking
+ * NODE is a node name or the filename of an image in @img's backing chain.
+ * @cb (may be NULL) hears every event of the job.  Returns the job, with a
+ * reference for the caller (strata_job_unref), or NULL: -EINVAL bad
+ * option, -ENOENT unknown node, -EEXIST duplicate id, -EPERM permission
+ * conflict or wrong thread, or what opening the mirror target reported.
+ */
+StrataJob *strata_job_start(StrataImage *img, const char *type, const char *options,
+                            StrataJobEventFunc *cb, void *opaque, StrataError **errp);
+
+/* Drops the caller's reference; the job itself goes on. */
+void strata_job_unref(StrataJob *job);
+/* The live job called @id (a new reference), or NULL. */
+StrataJob *strata_job_find(const char *id);
+/*
+ * Every job started through this API that is not dismissed yet: stores up
+ * to @max of them (each a new reference) into @jobs and returns how many
+ * there are.  Main thread only (0 elsewhere).
+ */
+size_t strata_job_list(StrataJob **jobs, size_t max);
+
+const char *strata_job_id(const StrataJob *job);
+const char *strata_job_type(const StrataJob *job);
+StrataJobStatus strata_job_status(const StrataJob *job);
+/* "created", "running", ... as QEMU names them. */
+const char *strata_job_status_name(StrataJobStatus status);
+/* Bytes done and the current estimate of the total (it may grow while mirroring). */
+void strata_job_progress(const StrataJob *job, uint64_t *current, uint64_t *total);
+/* 0, or the negative errno the job ended with (-ECANCELED when cancelled). */
+int strata_job_error(const StrataJob *job);
+/* A message for a failed job, or NULL. */
+const char *strata_job_error_message(const StrataJob *job);
+
+/* Verbs: 0 or -errno (-EPERM: not accepted in the current state). */
+int strata_job_pause(StrataJob *job, StrataError **errp);  /* nested: each needs a resume */
+int strata_job_resume(StrataJob *job, StrataError **errp);
+/* @force: a ready mirror aborts instead of stopping in sync. */
+int strata_job_cancel(StrataJob *job, bool force, StrataError **errp);
+int strata_job_complete(StrataJob *job, StrataError **errp);
+int strata_job_finalize(StrataJob *job, StrataError **errp);
+int strata_job_dismiss(StrataJob *job, StrataError **errp);
+int strata_job_set_speed(StrataJob *job, uint64_t speed, StrataError **errp);
+/*
+ * Runs the main loop until the job has concluded (or is pending with
+ * auto-finalize=off, or, with @until_ready, is ready).  Returns 0, or the
+ * job's error with its message in @errp.
+ */
+int strata_job_wait(StrataJob *job, bool until_ready, StrataError **errp);
+
 #ifdef __cplusplus
 }
 #endif

@@ -557,6 +557,68 @@ static void test_free_coroutines_of_an_exited_thread_are_reused(void **state)
     g_free(cos);
 }
 
+/* Takes a batch from the global pool for one coroutine and exits without releasing any. */
+static gpointer take_one_and_exit(gpointer steps)
+{
+    Coroutine *co = co_create(co_yield_once, steps);
+    co_enter(co);
+    return co;
+}
+
+/*
+ * Creates coroutines, leaving each suspended, until one needs a new stack;
+ * stores in *@out how many the pools served, then finishes them all and
+ * exits, which hands every one of them back to the global pool.
+ */
+static gpointer count_pooled_and_exit(gpointer out)
+{
+    GPtrArray *cos = g_ptr_array_new();
+    int steps = 0;
+    unsigned served = 0;
+
+    for (;;) {
+        uint64_t created = co_stacks_created();
+        Coroutine *co = co_create(co_yield_once, &steps);
+        co_enter(co);
+        g_ptr_array_add(cos, co);
+        if (co_stacks_created() != created) {
+            break;
+        }
+        served++;
+    }
+    for (guint i = 0; i < cos->len; i++) {
+        co_enter(g_ptr_array_index(cos, i));
+    }
+    g_ptr_array_free(cos, true);
+    *(unsigned *)out = served;
+    return NULL;
+}
+
+/*
+ * Regression: a thread whose coroutines all ended in other threads never
+ * released one, so the rest of the batch it took from the global pool
+ * stayed in its dead thread-local pool, lost.
+ */
+static void test_a_thread_that_only_takes_coroutines_returns_the_rest_at_exit(void **state)
+{
+    unsigned before = 0, after = 0;
+    int steps = 0;
+
+    g_thread_join(g_thread_new("co-pool", fill_pool_and_exit, NULL));
+    g_thread_join(g_thread_new("co-pool", fill_pool_and_exit, NULL));
+    g_thread_join(g_thread_new("co-count", count_pooled_and_exit, &before));
+    assert_true(before >= 32);
+
+    Coroutine *co = g_thread_join(g_thread_new("co-take", take_one_and_exit, &steps));
+    assert_int_equal(steps, 1);
+    co_enter(co); /* it ends here, in this thread's pool, not in the one that took it */
+    assert_int_equal(steps, 2);
+
+    /* The global pool lacks only that one (or one more, if it was full). */
+    g_thread_join(g_thread_new("co-count", count_pooled_and_exit, &after));
+    assert_true(after + 1 >= before);
+}
+
 typedef struct Churn {
     int done;
 } Churn;
@@ -808,6 +870,7 @@ int main(void)
         cmocka_unit_test(test_floating_point_rounding_mode_belongs_to_each_coroutine),
         cmocka_unit_test(test_coroutine_created_in_one_thread_runs_in_another),
         cmocka_unit_test(test_free_coroutines_of_an_exited_thread_are_reused),
+        cmocka_unit_test(test_a_thread_that_only_takes_coroutines_returns_the_rest_at_exit),
         cmocka_unit_test(test_threads_create_and_finish_coroutines_concurrently),
         cmocka_unit_test(test_stack_overflow_hits_the_guard_page),
         cmocka_unit_test(test_reentering_a_running_coroutine_aborts),

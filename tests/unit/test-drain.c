@@ -219,7 +219,7 @@ static void run_load_with_graph_changes(DrainKind kind)
             bdrv_drain_all_begin();
         }
         atomic_store(&in_section, true);
-        assert_int_equal(atomic_load(&bottom->in_flight), 0);
+        assert_int_equal(bdrv_get_in_flight(bottom), 0);
 
         long before = counted();
         let_io_run(2);

@@ -1,7 +1,8 @@
 /*
  * Unit tests for the thread pool (aio/thread-pool.c): where completions
- * run, the coroutine form, many submissions at once, the thread limits
- * and idle-thread expiry, and teardown with the context.
+ * run, the coroutine form, many submissions at once, the thread limits,
+ * waking sleeping workers for a burst, idle-thread expiry, and teardown
+ * with the context.
  *
  * Threading: the main thread runs the main context; one test submits from
  * inside an IOThread.  Work functions run in pool workers and report
@@ -167,6 +168,7 @@ typedef struct Limit {
     atomic_int running;
     atomic_int max_running;
     atomic_int completed;
+    int sleep_us; /* how long each job blocks; 0 = 5 ms */
 } Limit;
 
 static int blocking_fn(void *opaque)
@@ -176,7 +178,7 @@ static int blocking_fn(void *opaque)
     int seen = atomic_load(&l->max_running);
     while (now > seen && !atomic_compare_exchange_weak(&l->max_running, &seen, now)) {
     }
-    g_usleep(5000);
+    g_usleep(l->sleep_us ? l->sleep_us : 5000);
     atomic_fetch_sub(&l->running, 1);
     return 0;
 }
@@ -201,7 +203,11 @@ static void test_no_more_than_max_threads_run_at_once(void **state)
 {
     AioContext *ctx = aio_context_new(NULL);
     ThreadPool *pool = aio_get_thread_pool(ctx);
-    Limit l = {.running = 0};
+    /*
+     * Workers are added only while jobs wait: jobs long enough that a loaded
+     * machine cannot finish one before the next worker has started.
+     */
+    Limit l = {.sleep_us = 50000};
 
     assert_true(thread_pool_set_limits(pool, 0, 3, 10000, NULL));
     run_blocking_jobs(pool, &l, 12, ctx);
@@ -210,11 +216,30 @@ static void test_no_more_than_max_threads_run_at_once(void **state)
     aio_context_unref(ctx); /* joins the three workers */
 }
 
+static void test_a_burst_wakes_every_sleeping_worker_it_needs(void **state)
+{
+    AioContext *ctx = aio_context_new(NULL);
+    ThreadPool *pool = aio_get_thread_pool(ctx);
+    Limit warm = {.sleep_us = 100000}, l = {.sleep_us = 100000};
+
+    /* Eight workers, all asleep on the condition variable once the first round is over. */
+    assert_true(thread_pool_set_limits(pool, 8, 8, 10000, NULL));
+    run_blocking_jobs(pool, &warm, 8, ctx);
+    assert_int_equal(thread_pool_nr_threads(pool), 8);
+    g_usleep(20000);
+
+    /* Each worker that takes a job wakes the next while jobs remain: all eight run at once. */
+    run_blocking_jobs(pool, &l, 8, ctx);
+    assert_int_equal(atomic_load(&l.max_running), 8);
+    assert_int_equal(thread_pool_nr_threads(pool), 8);
+    aio_context_unref(ctx);
+}
+
 static void test_idle_threads_above_min_exit_after_the_timeout(void **state)
 {
     AioContext *ctx = aio_context_new(NULL);
     ThreadPool *pool = aio_get_thread_pool(ctx);
-    Limit l = {.running = 0};
+    Limit l = {.sleep_us = 50000}; /* long enough to need all four workers, as above */
 
     assert_true(thread_pool_set_limits(pool, 1, 4, 50, NULL));
     run_blocking_jobs(pool, &l, 8, ctx);
@@ -262,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_coroutine_submit_returns_the_function_value),
         cmocka_unit_test(test_many_concurrent_submissions_all_complete),
         cmocka_unit_test(test_no_more_than_max_threads_run_at_once),
+        cmocka_unit_test(test_a_burst_wakes_every_sleeping_worker_it_needs),
         cmocka_unit_test(test_idle_threads_above_min_exit_after_the_timeout),
         cmocka_unit_test(test_invalid_limits_are_rejected_naming_the_parameter),
     };

@@ -5,9 +5,12 @@
  *
  * Each of `depth` worker coroutines claims the next request index, maps
  * it to an offset and issues it; the run ends when all `count` requests
- * completed.  Workers may run in several threads, so the shared counters
- * are atomics; the flush bookkeeping (--flush-interval) sits under a
- * CoMutex that only runs when flushes are asked for.
+ * completed.  Workers may run in several threads: each thread takes
+ * indexes from the shared counter BENCH_BATCH at a time and hands them
+ * out to its own workers in order, so the threads do not fight over one
+ * cache line per request (with one thread the order is exactly qemu-img's).
+ * The flush bookkeeping (--flush-interval) sits under a CoMutex that only
+ * runs when flushes are asked for; it claims one index at a time.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +24,9 @@
 #include "coroutine/co-lock.h"
 #include "tools/strata-img/img.h"
 
+/* Indexes a thread takes from the shared counter at once. */
+#define BENCH_BATCH 64
+
 typedef struct Bench {
     BlockBackend *blk;
     bool write, drain;
@@ -29,11 +35,13 @@ typedef struct Bench {
     int64_t per_pass;   /* requests in each later pass, which starts at 0 */
     int pattern;
 
-    atomic_llong next;       /* next request index to claim */
-    atomic_int workers_left; /* workers still running */
-    atomic_int error;        /* first -errno seen */
+    /* Next request index not yet taken by a thread: alone on its line. */
+    atomic_llong next __attribute__((aligned(128)));
+    /* Workers still running, and the first -errno seen (read per request). */
+    atomic_int workers_left __attribute__((aligned(128)));
+    atomic_int error;
 
-    CoMutex lock;   /* protects the fields below (flush bookkeeping only) */
+    CoMutex lock; /* protects the fields below (flush bookkeeping only) */
     int64_t done;
     int in_flight;
     int flushing;   /* flushes running that hold back new requests (drain mode) */
@@ -56,11 +64,41 @@ static void bench_set_error(Bench *b, int ret)
     atomic_compare_exchange_strong(&b->error, &expected, ret);
 }
 
-/* Claims a request index, waiting while a draining flush runs. */
-static int64_t coroutine_fn bench_co_claim(Bench *b)
+/* Offset of the request after one at @off: bench_offset without a division. */
+static int64_t bench_next_offset(Bench *b, int64_t off)
 {
+    if (b->step == 0) {
+        return off;
+    }
+    /* Past the last offset where a buffer fits, the next pass starts at 0. */
+    return off > b->image_size - b->bufsize - b->step ? 0 : off + b->step;
+}
+
+/*
+ * The indexes one thread has taken and not handed out yet: [next, end).
+ * Written on every request, so each thread's copy has its own cache lines.
+ */
+typedef struct BenchThread {
+    Bench *b;
+    int workers; /* worker coroutines to start in this thread */
+    int64_t next, end;
+    int64_t next_off; /* offset of request `next` */
+} __attribute__((aligned(128))) BenchThread;
+
+/* Claims a request index and its offset, waiting while a draining flush runs. */
+static int64_t coroutine_fn bench_co_claim(BenchThread *t, int64_t *off)
+{
+    Bench *b = t->b;
     if (!b->flush_interval) {
-        return atomic_fetch_add(&b->next, 1);
+        /* Only this thread's coroutines touch t, one at a time. */
+        if (t->next == t->end) {
+            t->next = atomic_fetch_add(&b->next, BENCH_BATCH);
+            t->end = t->next + BENCH_BATCH;
+            t->next_off = t->next < b->count ? bench_offset(b, t->next) : 0;
+        }
+        *off = t->next_off;
+        t->next_off = bench_next_offset(b, t->next_off);
+        return t->next++;
     }
     co_mutex_lock(&b->lock);
     while (b->flushing) {
@@ -69,6 +107,7 @@ static int64_t coroutine_fn bench_co_claim(Bench *b)
     int64_t i = atomic_fetch_add(&b->next, 1);
     b->in_flight += i < b->count;
     co_mutex_unlock(&b->lock);
+    *off = i < b->count ? bench_offset(b, i) : 0;
     return i;
 }
 
@@ -106,16 +145,17 @@ static void coroutine_fn bench_co_complete(Bench *b)
 
 static void coroutine_fn bench_worker_co(void *opaque)
 {
-    Bench *b = opaque;
+    BenchThread *t = opaque;
+    Bench *b = t->b;
     void *buf = bdrv_blockalign(blk_bs(b->blk), MAX(b->bufsize, 1));
 
     memset(buf, b->pattern, b->bufsize);
     for (;;) {
-        int64_t i = bench_co_claim(b);
+        int64_t off;
+        int64_t i = bench_co_claim(t, &off);
         if (i >= b->count || atomic_load(&b->error)) {
             break;
         }
-        int64_t off = bench_offset(b, i);
         int ret = b->write ? blk_co_pwrite(b->blk, off, b->bufsize, buf, 0)
                            : blk_co_pread(b->blk, off, b->bufsize, buf, 0);
         if (ret < 0) {
@@ -129,34 +169,32 @@ static void coroutine_fn bench_worker_co(void *opaque)
     aio_wait_kick();
 }
 
-typedef struct BenchStart {
-    Bench *b;
-    int workers;
-} BenchStart;
-
 static void bench_start_bh(void *opaque)
 {
-    BenchStart *s = opaque;
-    for (int i = 0; i < s->workers; i++) {
-        co_enter(co_create(bench_worker_co, s->b));
+    BenchThread *t = opaque;
+    /* Once the last worker has finished, bench_run may free t: read it first. */
+    int workers = t->workers;
+    for (int i = 0; i < workers; i++) {
+        co_enter(co_create(bench_worker_co, t));
     }
-    g_free(s);
 }
 
 /* Starts the workers, spread over the main loop or @nthreads IOThreads, and waits. */
 static bool bench_run(Bench *b, int depth, IOThread **threads, int nthreads)
 {
     int workers = (int)MIN((int64_t)depth, MAX(b->count, 1));
+    int nt = MAX(nthreads, 1);
+    BenchThread *per_thread = g_aligned_alloc0(nt, sizeof(BenchThread), _Alignof(BenchThread));
 
     atomic_store(&b->workers_left, workers);
-    for (int t = 0; t < MAX(nthreads, 1); t++) {
-        BenchStart *s = g_new0(BenchStart, 1);
-        s->b = b;
-        s->workers = workers / MAX(nthreads, 1) + (t < workers % MAX(nthreads, 1));
+    for (int t = 0; t < nt; t++) {
+        per_thread[t].b = b;
+        per_thread[t].workers = workers / nt + (t < workers % nt);
         AioContext *ctx = nthreads ? iothread_get_aio_context(threads[t]) : aio_main_context();
-        aio_bh_schedule_oneshot(ctx, bench_start_bh, s);
+        aio_bh_schedule_oneshot(ctx, bench_start_bh, &per_thread[t]);
     }
     AIO_WAIT_WHILE(atomic_load(&b->workers_left) > 0);
+    g_aligned_free(per_thread);
     return atomic_load(&b->error) == 0;
 }
 

@@ -22,9 +22,45 @@ static const struct {
      "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
      "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
      "[-t cache] [-w] [-U] [--iothreads=N] filename"},
+    {"check", img_check,
+     "check [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] "
+     "filename"},
+    {"commit", img_commit,
+     "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] "
+     "[-r rate_limit] [-d] [-p] [--progress[=human|json]] filename"},
+    {"compare", img_compare,
+     "compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 "
+     "filename2"},
+    {"convert", img_convert,
+     "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] "
+     "[--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] "
+     "[-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] "
+     "[-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
+     "[--progress[=human|json]] filename [filename2 [...]] output_filename"},
+    {"create", img_create,
+     "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]"},
+    {"dd", img_dd,
+     "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] "
+     "[skip=blocks] if=input of=output"},
+    {"info", img_info,
+     "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename"},
+    {"map", img_map,
+     "map [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] "
+     "[-U] filename"},
+    {"measure", img_measure,
+     "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--image-opts] [-f fmt] "
+     "[-l snapshot_param] filename]"},
+    {"snapshot", img_snapshot,
+     "snapshot [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename"},
+    {"rebase", img_rebase,
+     "rebase [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
+     "-b backing_file [-F backing_fmt] filename"},
+    {"resize", img_resize,
+     "resize [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename "
+     "[+ | -]size"},
 };
 
-static void img_help(void)
+void img_help(void)
 {
     printf("strata-img version %s\n"
            "usage: strata-img [standard options] command [command options]\n"

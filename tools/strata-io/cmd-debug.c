@@ -2,42 +2,20 @@
  * strata-io breakpoint commands for the blkdebug test driver: break,
  * wait_break, resume, remove_break.
  *
- * The hook: each command calls one debug_*() function below.  No driver
- * supports breakpoints yet, so they answer -ENOTSUP, which prints what
- * qemu-io prints for an image without blkdebug.  When blkdebug lands,
- * these four functions forward to it (walking down from the root node to
- * the first node whose driver handles breakpoints) and nothing else here
- * changes.
+ * Each command calls one bdrv_debug_*() function (block/debug-event.h),
+ * which walks down from the root node to the first node whose driver
+ * handles breakpoints (blkdebug).  Without one they answer -ENOTSUP, and
+ * the command prints what qemu-io prints for an image without blkdebug.
  */
 #include <errno.h>
 #include <string.h>
 
+#include "block/debug-event.h"
 #include "tools/strata-io/sio.h"
-
-static int debug_breakpoint(BlockDriverState *bs, const char *event, const char *tag)
-{
-    return -ENOTSUP;
-}
-
-static int debug_remove_breakpoint(BlockDriverState *bs, const char *tag)
-{
-    return -ENOTSUP;
-}
-
-static int debug_resume(BlockDriverState *bs, const char *tag)
-{
-    return -ENOTSUP;
-}
-
-/* 1 when a request stopped at @tag's breakpoint, 0 when none has yet, or -errno. */
-static int debug_is_suspended(BlockDriverState *bs, const char *tag)
-{
-    return -ENOTSUP;
-}
 
 static int break_f(Sio *s, int argc, char **argv)
 {
-    int ret = debug_breakpoint(blk_bs(s->blk), argv[1], argv[2]);
+    int ret = bdrv_debug_breakpoint(blk_bs(s->blk), argv[1], argv[2]);
     if (ret < 0) {
         printf("Could not set breakpoint: %s\n", strerror(-ret));
     }
@@ -46,7 +24,7 @@ static int break_f(Sio *s, int argc, char **argv)
 
 static int remove_break_f(Sio *s, int argc, char **argv)
 {
-    int ret = debug_remove_breakpoint(blk_bs(s->blk), argv[1]);
+    int ret = bdrv_debug_remove_breakpoint(blk_bs(s->blk), argv[1]);
     if (ret < 0) {
         printf("Could not remove breakpoint %s: %s\n", argv[1], strerror(-ret));
     }
@@ -55,7 +33,7 @@ static int remove_break_f(Sio *s, int argc, char **argv)
 
 static int resume_f(Sio *s, int argc, char **argv)
 {
-    int ret = debug_resume(blk_bs(s->blk), argv[1]);
+    int ret = bdrv_debug_resume(blk_bs(s->blk), argv[1]);
     if (ret < 0) {
         printf("Could not resume request: %s\n", strerror(-ret));
     }
@@ -69,7 +47,7 @@ static int resume_f(Sio *s, int argc, char **argv)
 static int wait_break_f(Sio *s, int argc, char **argv)
 {
     int ret;
-    while ((ret = debug_is_suspended(blk_bs(s->blk), argv[1])) == 0) {
+    while ((ret = bdrv_debug_is_suspended(blk_bs(s->blk), argv[1])) == 0) {
         aio_poll(aio_main_context(), true);
     }
     if (ret < 0) {

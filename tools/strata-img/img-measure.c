@@ -1,0 +1,235 @@
+/*
+ * strata-img measure: how much host storage an image of format -O would
+ * need, for a given virtual size (--size) or to hold a copy of an existing
+ * image.  qemu-img 7.2's options and output ("required size", "fully
+ * allocated size"; JSON "required", "fully-allocated").
+ *
+ * The computation belongs to the target format.  raw is answered here
+ * (both numbers are the virtual size rounded up to 512 bytes); other
+ * formats need a measure callback in their driver (see
+ * docs/strata-img.md), and are refused until they have one.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "block/block-global-state.h"
+#include "block/options.h"
+#include "tools/strata-img/img.h"
+
+typedef struct ImgMeasure {
+    uint64_t required;
+    uint64_t fully_allocated;
+    bool has_bitmaps;
+    uint64_t bitmaps;
+} ImgMeasure;
+
+typedef struct ImgMeasureArgs {
+    ImgOpenOptions in;
+    const char *out_fmt;
+    char *options;
+    const char *snapshot;
+    int64_t size; /* -1: measure the image named on the command line */
+    ImgOutputFormat output;
+} ImgMeasureArgs;
+
+/* What the target format needs for @size bytes (from --size or the source image). */
+static bool img_measure_format(BlockDriver *drv, GHashTable *values, int64_t size, ImgMeasure *m)
+{
+    if (strcmp(drv->format_name, "raw") == 0) {
+        m->required = m->fully_allocated = ((uint64_t)size + 511) / 512 * 512;
+        return true;
+    }
+    img_error("Block driver '%s' does not support size measurement", drv->format_name);
+    return false;
+}
+
+static void img_measure_print(const ImgMeasure *m, ImgOutputFormat output)
+{
+    if (output == IMG_OUTPUT_HUMAN) {
+        printf("required size: %" PRIu64 "\nfully allocated size: %" PRIu64 "\n", m->required,
+               m->fully_allocated);
+        if (m->has_bitmaps) {
+            printf("bitmaps size: %" PRIu64 "\n", m->bitmaps);
+        }
+        return;
+    }
+    ImgJson j;
+    img_json_init(&j);
+    img_json_begin_object(&j, NULL);
+    if (m->has_bitmaps) {
+        img_json_uint(&j, "bitmaps", m->bitmaps);
+    }
+    img_json_uint(&j, "required", m->required);
+    img_json_uint(&j, "fully-allocated", m->fully_allocated);
+    img_json_end_object(&j);
+    g_autofree char *text = img_json_finish(&j);
+    printf("%s\n", text);
+}
+
+/* Size of the source: --size, or the virtual size of the image. */
+static bool img_measure_source_size(const ImgMeasureArgs *a, const char *filename, int64_t *size)
+{
+    if (!filename) {
+        *size = a->size;
+        return true;
+    }
+    BlockBackend *blk = img_open(filename, &a->in, "writeback");
+    if (!blk) {
+        return false;
+    }
+    if (a->snapshot) {
+        img_error("Failed to load snapshot: Block format '%s' used by device '' does not "
+                  "support temporarily loading internal snapshots",
+                  bdrv_get_format_name(blk_bs(blk)));
+        blk_unref(blk);
+        return false;
+    }
+    *size = blk_getlength(blk);
+    blk_unref(blk);
+    if (*size < 0) {
+        img_error("Unable to get image size: %s", g_strerror((int)-*size));
+        return false;
+    }
+    return true;
+}
+
+static int img_measure_run(const ImgMeasureArgs *a, const char *filename)
+{
+    GError *err = NULL;
+    BlockDriver *drv = bdrv_find_driver(a->out_fmt);
+
+    if (!drv) {
+        img_error("Unknown file format '%s'", a->out_fmt);
+        return 1;
+    }
+    if (!drv->create) {
+        img_error("Format driver '%s' does not support image creation", a->out_fmt);
+        return 1;
+    }
+    BlockDriver *proto = drv->is_protocol ? NULL : bdrv_find_driver("file");
+    g_autoptr(GPtrArray) list = img_create_opts_for(drv, proto);
+    g_autoptr(GHashTable) values = opts_new();
+    g_autoptr(GHashTable) shown = opts_new();
+    if (a->options && !img_opts_parse(list, a->options, values, shown, &err)) {
+        img_error("%s", err->message);
+        img_error("Invalid options for file format '%s'", a->out_fmt);
+        g_error_free(err);
+        return 1;
+    }
+    int64_t size;
+    if (!img_measure_source_size(a, filename, &size)) {
+        return 1;
+    }
+    ImgMeasure m = {0};
+    if (!img_measure_format(drv, values, size, &m)) {
+        return 1;
+    }
+    img_measure_print(&m, a->output);
+    return 0;
+}
+
+enum { OPT_SIZE = 256, OPT_OUTPUT, OPT_IMAGE_OPTS, OPT_OBJECT };
+
+/* Options qemu-img accepts; unknown ones print getopt's message and the help (exit 0). */
+static bool img_measure_opt(ImgMeasureArgs *a, int c, const char **output_arg, int *ret)
+{
+    bool range;
+
+    switch (c) {
+    case 'f':
+        a->in.fmt = optarg;
+        return true;
+    case 'O':
+        a->out_fmt = optarg;
+        return true;
+    case 'o':
+        if (!img_opt_list_valid(optarg)) {
+            img_error("Invalid option list: %s", optarg);
+            *ret = 1;
+            return false;
+        }
+        char *joined = a->options ? g_strconcat(a->options, ",", optarg, NULL) : g_strdup(optarg);
+        g_free(a->options);
+        a->options = joined;
+        return true;
+    case 'l':
+        a->snapshot = optarg;
+        return true;
+    case 'U':
+        a->in.force_share = true;
+        return true;
+    case OPT_SIZE:
+        if (!img_parse_size_ex(optarg, &a->size, &range)) {
+            if (range) {
+                img_error("Invalid image size specified. Must be between 0 and %" PRId64 ".",
+                          INT64_MAX);
+            } else {
+                img_error_size_suffix("image size");
+            }
+            *ret = 1;
+            return false;
+        }
+        return true;
+    case OPT_OUTPUT:
+        *output_arg = optarg;
+        return true;
+    case OPT_IMAGE_OPTS:
+        a->in.image_opts = true;
+        return true;
+    case OPT_OBJECT:
+        img_error("--object is not supported");
+        *ret = 1;
+        return false;
+    default: /* -h, and what getopt already complained about */
+        img_help();
+        *ret = 0;
+        return false;
+    }
+}
+
+int img_measure(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, OPT_OBJECT},
+        {"output", required_argument, NULL, OPT_OUTPUT},
+        {"size", required_argument, NULL, OPT_SIZE},
+        {"force-share", no_argument, NULL, 'U'},
+        {NULL, 0, NULL, 0},
+    };
+    ImgMeasureArgs a = {.out_fmt = "raw", .size = -1, .output = IMG_OUTPUT_HUMAN};
+    const char *output_arg = NULL;
+    int c, ret = 1;
+
+    while ((c = getopt_long(argc, argv, "hf:O:o:l:U", longopts, NULL)) != -1) {
+        if (!img_measure_opt(&a, c, &output_arg, &ret)) {
+            goto out;
+        }
+    }
+    if (a.in.image_opts && a.in.fmt) {
+        img_error("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (a.size >= 0 && optind < argc) {
+        img_error("--size N cannot be used together with a filename.");
+        goto out;
+    }
+    if (a.size < 0 && optind >= argc) {
+        img_error("Either --size N or one filename must be specified.");
+        goto out;
+    }
+    if (optind < argc - 1) {
+        img_error("At most one filename argument is allowed.");
+        goto out;
+    }
+    if (output_arg && !img_parse_output_format(output_arg, &a.output)) {
+        goto out;
+    }
+    ret = img_measure_run(&a, optind < argc ? argv[optind] : NULL);
+out:
+    g_free(a.options);
+    return ret;
+}
