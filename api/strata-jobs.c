@@ -77,7 +77,7 @@ static void api_job_event(Job *job, JobEvent ev, void *opaque)
     api_job_unref(sj);
 }
 
-/* ---- starting ------------------------------------------------------------------------------- */
+/* ---- starting -------------------------------------------------------------------------------- */
 
 static bool same_file(const char *a, const char *b)
 {
@@ -321,8 +321,7 @@ StrataJob *strata_job_start(StrataImage *img, const char *type, const char *opti
     return sj;
 }
 
-/* ---- queries ----------------------------------------------------------------------------------
- */
+/* ---- queries --------------------------------------------------------------------------------- */
 
 void strata_job_unref(StrataJob *job)
 {
@@ -397,8 +396,7 @@ const char *strata_job_error_message(const StrataJob *job)
     return job_error_message(job->job);
 }
 
-/* ---- verbs ------------------------------------------------------------------------------------
- */
+/* ---- verbs ----------------------------------------------------------------------------------- */
 
 /* Runs @verb on the job inside the main-loop bracket; maps its error. */
 #define API_JOB_VERB(name, job, errp, call)                                                        \

@@ -11,7 +11,11 @@
 # peak RSS <= qemu-img + 16 MiB.
 #
 #   SIZE=2G (default) REPS=3 BENCH_DIR=/var/tmp STRATA_BUILD=build
-#   CASES="raw-qcow2 ..." runs only the named cases (see the list below)
+#   CASES="raw-qcow2 zlib ..." runs only the named cases (see the list below)
+#
+# Each run starts after a sync, with the input in the page cache.  On a busy
+# machine (other builds running) single runs vary by 2x: use REPS=7 or more,
+# and read the load average printed first.
 set -euo pipefail
 B=${STRATA_BUILD:-build}
 REPS=${REPS:-3}
@@ -92,6 +96,7 @@ want() { [ -z "${CASES:-}" ] || [[ " $CASES " == *" $1 "* ]]; }
 
 make_input
 echo "input: $SIZE raw, half random data in 64 KiB chunks; $REPS runs each, medians"
+echo "load average: $(cut -d ' ' -f 1-3 /proc/loadavg), $(nproc) CPUs"
 want raw-qcow2 && compare "raw->qcow2" -f raw -O qcow2 "$SRC_RAW"
 want raw-qcow2-W && compare "raw->qcow2 -m 16 -W" -f raw -O qcow2 -m 16 -W "$SRC_RAW"
 want qcow2-raw && compare "qcow2->raw" -f qcow2 -O raw "$SRC_QCOW2"

@@ -2,7 +2,11 @@
  * libFuzzer target: the input is a qcow2 image.  It is held in memory by
  * the "memimg" protocol (tests/unit/mem-image.h), opened read-write as
  * qcow2, and exercised: reads at a few places, writes, write-zeroes,
- * discard, flush, the consistency check with repair, close.  Anything the
+ * discard, flush, the consistency check with repair, close.  The bits of
+ * the next-to-last input byte add operations strata-img can run on a
+ * hostile image: a compressed write, snapshot create / apply / delete, a
+ * resize (with metadata preallocation) and back, a bitmap add / remove.
+ * Anything the
  * driver does with a hostile image must end in an error, never a crash, a
  * hang or unbounded memory (run with -rss_limit_mb and -timeout).
  *
@@ -18,8 +22,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "block/bitmaps.h"
 #include "block/block-backend.h"
 #include "block/block-int.h"
+#include "block/snapshot.h"
 #include "tests/unit/mem-image.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -46,6 +52,65 @@ static void coroutine_fn check_entry(void *opaque)
     BdrvCheckResult res = {0};
     GRAPH_RDLOCK_GUARD();
     c->bs->drv->co_check(c->bs, &res, c->fix);
+}
+
+typedef struct CompressCo {
+    BlockDriverState *bs;
+    int64_t bytes;
+} CompressCo;
+
+/* The driver's compressed write of the first @bytes, as strata-img convert -c calls it. */
+static void coroutine_fn compress_entry(void *opaque)
+{
+    CompressCo *c = opaque;
+    static uint8_t buf[65536];
+    IOVector qiov;
+    GRAPH_RDLOCK_GUARD();
+    memset(buf, 'z', sizeof(buf));
+    iov_init_buf(&qiov, buf, c->bytes);
+    bdrv_inc_in_flight(c->bs);
+    c->bs->drv->co_pwritev_compressed(c->bs, 0, c->bytes, &qiov);
+    bdrv_dec_in_flight(c->bs);
+}
+
+/* The operations @ops selects, each allowed to fail. */
+static void exercise_more(BlockBackend *blk, int64_t len, uint8_t ops)
+{
+    BlockDriverState *bs = blk_bs(blk);
+    GError *err = NULL;
+
+    if ((ops & 1) && bs->drv->co_pwritev_compressed) {
+        BlockDriverInfo bdi = {0};
+        bs->drv->get_info(bs, &bdi);
+        CompressCo c = {bs, MIN(len, MIN(bdi.cluster_size, 65536))};
+        if (c.bytes > 0 && c.bytes == bdi.cluster_size) {
+            bdrv_run_co(compress_entry, &c);
+        }
+    }
+    if (ops & 2) {
+        BdrvSnapshotInfo *list = NULL, sn = {.name = "fz", .id = "fz"};
+        int n = 0;
+        if (bdrv_snapshot_list(bs, &list, &n, NULL) && n > 0) {
+            bdrv_snapshot_goto(bs, list[0].id, NULL);
+        }
+        bdrv_snapshot_list_free(list, n);
+        if (bdrv_snapshot_create(bs, &sn, NULL, NULL)) {
+            blk_pwrite_zeroes(blk, 0, MIN(blk_getlength(blk), 4096), 0);
+            bdrv_snapshot_delete(bs, "fz", NULL);
+        }
+    }
+    if (ops & 4) {
+        int64_t grow = (len + 65536 + 511) & ~511LL;
+        PreallocMode mode = (ops & 8) ? PREALLOC_MODE_METADATA : PREALLOC_MODE_OFF;
+        if (blk_truncate(blk, grow, false, mode, 0, &err) == 0) {
+            blk_truncate(blk, len, false, PREALLOC_MODE_OFF, 0, NULL);
+        }
+        g_clear_error(&err);
+    }
+    if ((ops & 16) && bdrv_bitmap_add(bs, "fz", 0, true, NULL)) {
+        blk_pwrite_zeroes(blk, 0, MIN(blk_getlength(blk), 4096), 0);
+        bdrv_bitmap_remove(bs, "fz", NULL);
+    }
 }
 
 /* A few requests at @off (clipped to the disk), each allowed to fail. */
@@ -93,6 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             blk_pwrite_zeroes(blk, 0, MIN(len, 65536), BDRV_REQ_MAY_UNMAP);
             blk_pdiscard(blk, len / 2, MIN(len / 2, 131072));
             blk_flush(blk);
+            exercise_more(blk, len, size > 1 ? data[size - 2] : 0);
         }
         CheckCo c = {blk_bs(blk), BDRV_FIX_LEAKS | BDRV_FIX_ERRORS};
         if (c.bs->drv->co_check) {

@@ -25,7 +25,7 @@
 
 #define BLOCK_COPY_MAX_IO   (1 << 20)
 #define BLOCK_COPY_BUF_SIZE (16 << 20)
-#define BLOCK_COPY_MAX_OPS  64
+#define BLOCK_COPY_MAX_OPS  32
 #define BLOCK_COPY_ALIGN    4096
 
 struct BlockCopy {
@@ -107,8 +107,7 @@ int block_copy_ret(const BlockCopy *bc)
     return bc->ret;
 }
 
-/* ---- range locks ------------------------------------------------------------------------------
- */
+/* ---- range locks ----------------------------------------------------------------------------- */
 
 static bool ranges_overlap(const BlockCopyRange *a, int64_t offset, int64_t bytes)
 {
@@ -160,8 +159,7 @@ void block_copy_unlock_range(BlockCopy *bc, BlockCopyRange *r)
     g_slist_free(waiters);
 }
 
-/* ---- operations -------------------------------------------------------------------------------
- */
+/* ---- operations ------------------------------------------------------------------------------ */
 
 static void *block_copy_get_buf(BlockCopy *bc)
 {
@@ -259,7 +257,13 @@ int64_t coroutine_fn block_copy_co_issue(BlockCopy *bc)
         bool zero = false;
         if (bc->o.detect_zeroes && bc->o.target) {
             int64_t pnum = 0;
-            int st = blk_co_block_status(bc->o.source, offset, bytes, &pnum, NULL, NULL);
+            /* Metadata only (want_zero false): asking the files would cost a syscall each. */
+            bdrv_graph_co_rdlock();
+            BlockDriverState *src = blk_bs(bc->o.source);
+            int st =
+                src ? bdrv_co_block_status_above(src, NULL, false, offset, bytes, &pnum, NULL, NULL)
+                    : -ENOMEDIUM;
+            bdrv_graph_co_rdunlock();
             if (st >= 0 && (st & BDRV_BLOCK_ZERO) && pnum >= bc->granularity) {
                 zero = true;
                 if (pnum < bytes) {

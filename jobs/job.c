@@ -98,8 +98,7 @@ bool job_apply_verb(Job *job, JobVerb verb, GError **errp)
     return false;
 }
 
-/* ---- events ------------------------------------------------------------------------------------
- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 void job_add_listener(Job *job, JobEventFunc *cb, void *opaque)
 {
@@ -140,8 +139,7 @@ static void job_state_transition(Job *job, JobStatus to)
     job_notify(job, JOB_EVENT_STATUS_CHANGE);
 }
 
-/* ---- creation and references -------------------------------------------------------------------
- */
+/* ---- creation and references ----------------------------------------------------------------- */
 
 static bool job_id_valid(const char *id)
 {
@@ -229,8 +227,7 @@ GList *job_list(void)
     return g_list_copy(all_jobs);
 }
 
-/* ---- queries ------------------------------------------------------------------------------------
- */
+/* ---- queries --------------------------------------------------------------------------------- */
 
 const char *job_type(const Job *job)
 {
@@ -293,8 +290,7 @@ JobErrorInfo job_last_error(const Job *job)
     return job->last_error;
 }
 
-/* ---- the coroutine side -------------------------------------------------------------------------
- */
+/* ---- the coroutine side ---------------------------------------------------------------------- */
 
 void job_enter(Job *job)
 {
@@ -413,8 +409,7 @@ void job_start(Job *job)
     aio_co_enter(aio_main_context(), job->co);
 }
 
-/* ---- completion
- * ----------------------------------------------------------------------------------- */
+/* ---- completion ------------------------------------------------------------------------------ */
 
 static void job_do_dismiss(Job *job)
 {
@@ -510,8 +505,7 @@ void job_early_fail(Job *job)
     job_do_dismiss(job);
 }
 
-/* ---- verbs
- * ------------------------------------------------------------------------------------------ */
+/* ---- verbs ----------------------------------------------------------------------------------- */
 
 static void job_wake_bh(void *opaque)
 {
@@ -685,7 +679,13 @@ bool job_set_speed(Job *job, int64_t speed, GError **errp)
 int job_wait(Job *job, bool until_ready, GError **errp)
 {
     job_ref(job);
-    AIO_WAIT_WHILE(!job_is_completed(job) && !(until_ready && job_is_ready(job)) &&
+    /*
+     * Standby because of a drained section is a moment: wait for ready, so
+     * that a complete right after us is accepted.  A user's pause is not.
+     */
+    AIO_WAIT_WHILE(!job_is_completed(job) &&
+                   !(until_ready && (job->status == JOB_STATUS_READY ||
+                                     (job->status == JOB_STATUS_STANDBY && job->user_pauses))) &&
                    !(job->status == JOB_STATUS_PENDING && !job->finalizing));
     int ret = job->ret;
     if (ret < 0) {
@@ -707,8 +707,7 @@ int job_complete_sync(Job *job, GError **errp)
     return ret;
 }
 
-/* ---- errors
- * ---------------------------------------------------------------------------------------- */
+/* ---- errors ---------------------------------------------------------------------------------- */
 
 bool job_parse_error_policy(const char *name, JobErrorPolicy *policy, GError **errp)
 {

@@ -243,8 +243,10 @@ bool job_dismiss(Job *job, GError **errp);
 /* Changes the rate limit (bytes/s, 0 = unlimited); effective at once, also while sleeping. */
 bool job_set_speed(Job *job, int64_t speed, GError **errp);
 /*
- * Runs the main loop until @job concluded (or, with @until_ready, became
- * ready).  Returns 0 when it got there with success, else the job's error.
+ * Runs the main loop until @job concluded, is pending (manual finalize)
+ * or, with @until_ready, is ready (or in standby because the user paused
+ * it; a standby that a drained section caused is waited out).  Returns 0
+ * when it got there with success, else the job's error.
  */
 int job_wait(Job *job, bool until_ready, GError **errp);
 

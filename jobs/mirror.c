@@ -49,8 +49,7 @@ typedef struct MirrorJob {
     bool target_was_ro;
 } MirrorJob;
 
-/* ---- write-blocking mode: the filter's write hook (any thread) --------------------------------
- */
+/* ---- write-blocking mode: the filter's write hook (any thread) ------------------------------- */
 
 static int coroutine_fn mirror_active_write(void *opaque, BdrvChild *child, int64_t offset,
                                             int64_t bytes, IOVector *qiov, BdrvRequestFlags flags)
@@ -85,8 +84,7 @@ static int coroutine_fn mirror_active_write(void *opaque, BdrvChild *child, int6
     return ret;
 }
 
-/* ---- the job ------------------------------------------------------------------------------------
- */
+/* ---- the job --------------------------------------------------------------------------------- */
 
 static int coroutine_fn mirror_mark_initial(MirrorJob *s, int64_t len)
 {
@@ -134,6 +132,13 @@ static int coroutine_fn mirror_run(Job *job, GError **errp)
     for (;;) {
         job_pause_point(job);
         if (job_is_cancelled(job)) {
+            break;
+        }
+        if (blk_co_getlength(s->src_blk) != len) {
+            /* The bitmap and the target have the old length: nothing sane to go on with. */
+            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                        "The source was resized while the job ran");
+            ret = -EINVAL;
             break;
         }
         int64_t delay = block_copy_co_issue(s->bc);

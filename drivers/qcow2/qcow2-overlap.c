@@ -53,7 +53,7 @@ struct Qcow2Overlap {
 };
 
 #define OL_RANGE_CLASSES                                                                           \
-    (QCOW2_OL_HEADER | QCOW2_OL_ACTIVE_L1 | QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE |   \
+    (QCOW2_OL_HEADER | QCOW2_OL_ACTIVE_L1 | QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE |    \
      QCOW2_OL_INACTIVE_L1 | QCOW2_OL_BITMAP_DIR)
 
 const char *qcow2_overlap_name(unsigned cls)
@@ -90,9 +90,8 @@ static void add_range(BDRVQcow2State *s, GArray *a, unsigned cls, uint64_t start
 {
     if (bytes) {
         /* Offsets were checked at open: start and length stay below 2^63. */
-        OverlapRange r = {qcow2_start_of_cluster(s, start), qcow2_round_up(start + bytes,
-                                                                           s->cluster_size),
-                          cls};
+        OverlapRange r = {qcow2_start_of_cluster(s, start),
+                          qcow2_round_up(start + bytes, s->cluster_size), cls};
         g_array_append_val(a, r);
     }
 }
@@ -103,8 +102,7 @@ static void build_ranges(BDRVQcow2State *s, Qcow2Overlap *o)
 
     add_range(s, a, QCOW2_OL_HEADER, 0, s->cluster_size);
     add_range(s, a, QCOW2_OL_ACTIVE_L1, s->l1_table_offset, (uint64_t)s->l1_size * 8);
-    add_range(s, a, QCOW2_OL_REFCOUNT_TABLE, s->refcount_table_offset,
-              s->refcount_table_size * 8);
+    add_range(s, a, QCOW2_OL_REFCOUNT_TABLE, s->refcount_table_offset, s->refcount_table_size * 8);
     if (s->nb_snapshots) {
         add_range(s, a, QCOW2_OL_SNAPSHOT_TABLE, s->snapshots_offset, s->snapshots_size);
         for (uint32_t i = 0; s->snapshots && i < s->nb_snapshots; i++) {
@@ -300,9 +298,10 @@ int coroutine_fn qcow2_pre_write_check(BlockDriverState *bs, unsigned what, uint
     if (!hit) {
         return 0;
     }
+    const char *name = qcow2_overlap_name(what);
     return qcow2_signal_corruption(
-        bs, "Preventing a %s write at 0x%" PRIx64 " (%" PRIu64 " bytes) that overlaps the %s",
-        qcow2_overlap_name(what), offset, bytes, qcow2_overlap_name(hit));
+        bs, "%c%s write at 0x%" PRIx64 " (%" PRIu64 " bytes) would overwrite the %s",
+        g_ascii_toupper(name[0]), name + 1, offset, bytes, qcow2_overlap_name(hit));
 }
 
 bool qcow2_overlap_sanity(BDRVQcow2State *s)

@@ -7,7 +7,7 @@
  */
 #include "tests/unit/test-job-util.h"
 
-#define SIZE (8 << 20)
+#define SIZE (4 << 20)
 
 /* active -> c2 -> c1 -> c0: commit c2 down to c0. */
 static void test_intermediate_commit_relinks_overlay_and_keeps_content(void **state)
@@ -215,6 +215,52 @@ static void test_commit_into_a_smaller_base_grows_it(void **state)
     g_free(model);
 }
 
+/* Active commit stopped at random points (bounded): a soft or forced cancel, or a complete. */
+static void test_active_commit_stopped_at_random_points(void **state)
+{
+    Fixture *f = *state;
+    Chain c;
+    GError *err = NULL;
+    GRand *rand = g_rand_new_with_seed(6);
+    skip_without_qemu_img();
+    chain_make(f, &c, 3, SIZE, 6);
+
+    for (int round = 0; round < 4; round++) {
+        BlockBackend *blk = open_rw(c.path[2]);
+        BlockDriverState *top = blk_data_bs(blk), *base = chain_node(top, 1);
+        BlockJobOptions o = {.speed = 8 << 20, .buf_size = 256 << 10};
+        Job *job = commit_active_start(blk_bs(blk), base, &o, &err);
+        assert_non_null(job);
+        job_ref(job);
+        for (int i = g_rand_int_range(rand, 1, 4); i > 0 && !job_is_completed(job); i--) {
+            int64_t until = aio_clock_ns() + g_rand_int_range(rand, 1, 30) * 1000000LL;
+            while (aio_clock_ns() < until) {
+                aio_poll(aio_main_context(), true);
+            }
+            bdrv_drained_begin(top);
+            assert_false(job->busy);
+            bdrv_drained_end(top);
+        }
+        int how = g_rand_int_range(rand, 0, 3);
+        if (how == 2) {
+            assert_true(job_set_speed(job, 0, &err));
+            assert_int_equal(job_complete_sync(job, &err), 0);
+            assert_ptr_equal(blk_data_bs(blk), base);
+        } else {
+            int ret = job_cancel_sync(job, how == 1);
+            assert_true(ret == 0 || ret == -ECANCELED);
+            assert_ptr_equal(blk_data_bs(blk), top);
+        }
+        job_unref(job);
+        assert_reads_as(blk, c.model, SIZE);
+        blk_unref(blk);
+        assert_image_is(f, c.path[2], c.model, SIZE);
+        assert_qemu_img_check_clean(c.path[1]);
+    }
+    g_rand_free(rand);
+    chain_free(&c);
+}
+
 int main(void)
 {
     qcow2_test_init();
@@ -224,6 +270,7 @@ int main(void)
         QCOW2_TEST(test_commit_cancelled_while_paused_leaves_chain_as_it_was),
         QCOW2_TEST(test_commit_refuses_bad_arguments),
         QCOW2_TEST(test_commit_into_a_smaller_base_grows_it),
+        QCOW2_TEST(test_active_commit_stopped_at_random_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

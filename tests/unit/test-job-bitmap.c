@@ -18,8 +18,7 @@
 #include "block/dirty-bitmap.h"
 #include "block/hbitmap.h"
 
-/* ---- HBitmap against a model -------------------------------------------------------------------
- */
+/* ---- HBitmap against a model ----------------------------------------------------------------- */
 
 static int64_t model_next_set(const bool *m, uint64_t n, uint64_t from)
 {
@@ -119,8 +118,7 @@ static void test_hbitmap_merge_is_a_union(void **state)
     hbitmap_free(b);
 }
 
-/* ---- concurrency ------------------------------------------------------------------------------
- */
+/* ---- concurrency ----------------------------------------------------------------------------- */
 
 typedef struct Racer {
     HBitmap *hb;

@@ -8,8 +8,7 @@
  */
 #include "tests/unit/test-job-util.h"
 
-/* ---- strata-img commit against qemu-img commit ------------------------------------------------
- */
+/* ---- strata-img commit against qemu-img commit ----------------------------------------------- */
 
 /* $(B)/strata-img, found from this test's own path ($(B)/tests/unit/test-commit). */
 static char *strata_img_path(void)

@@ -109,8 +109,7 @@ static G_GNUC_UNUSED char *qemu_backing_of(const char *img)
     return g_strndup(p, strcspn(p, " \n"));
 }
 
-/* ---- events ------------------------------------------------------------------------------------
- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 typedef struct Events {
     int ready, pending, completed, errors;

@@ -18,7 +18,7 @@
 #include "block/block-int.h"
 #include "jobs/block-job.h"
 
-/* ---- a test job: N iterations with a pause point each; optionally becomes ready ----------- */
+/* ---- a test job: N iterations with a pause point each; optionally becomes ready -------------- */
 
 typedef struct TestJob {
     BlockJob common;
@@ -159,8 +159,7 @@ static void recorder_free(Recorder *r)
     g_string_free(r->seq, true);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------
- */
+/* ---- tests ----------------------------------------------------------------------------------- */
 
 static void test_job_runs_through_the_states_and_is_dismissed(void **state)
 {

@@ -311,6 +311,33 @@ static void test_mirror_refuses_bad_arguments(void **state)
     chain_free(&c);
 }
 
+static void test_resizing_the_source_fails_the_mirror_cleanly(void **state)
+{
+    Fixture *f = *state;
+    Chain c;
+    GError *err = NULL;
+    skip_without_qemu_img();
+    chain_make(f, &c, 2, SIZE, 39);
+    create_target(f, "target.qcow2", NULL);
+    BlockBackend *blk = open_rw(c.path[1]);
+    BlockDriverState *target = open_target(f, "target.qcow2");
+    BlockJobOptions o = {.speed = 1 << 20};
+    Job *job = mirror_start(blk_bs(blk), target, &o, &err);
+    assert_non_null(job);
+    job_ref(job);
+    assert_int_equal(blk_truncate(blk, 2 * SIZE, false, PREALLOC_MODE_OFF, 0, &err), 0);
+    assert_int_equal(job_wait(job, false, &err), -EINVAL);
+    assert_string_equal(err->message, "The source was resized while the job ran");
+    g_clear_error(&err);
+    job_unref(job);
+    assert_ptr_not_equal(blk_data_bs(blk), target);
+    assert_false(blk_bs(blk)->drv->is_filter);
+    assert_int_equal(blk_getlength(blk), 2 * SIZE);
+    blk_unref(blk);
+    bdrv_unref(target);
+    chain_free(&c);
+}
+
 int main(void)
 {
     qcow2_test_init();
@@ -323,6 +350,7 @@ int main(void)
         QCOW2_TEST(test_drained_sections_and_random_pauses_during_mirror),
         QCOW2_TEST(test_force_cancel_before_ready_changes_nothing),
         QCOW2_TEST(test_mirror_refuses_bad_arguments),
+        QCOW2_TEST(test_resizing_the_source_fails_the_mirror_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,7 @@
  */
 #include "tests/unit/test-job-util.h"
 
-#define SIZE (8 << 20)
+#define SIZE (4 << 20)
 
 static void test_stream_whole_chain_leaves_top_without_backing(void **state)
 {

@@ -7,7 +7,9 @@
  *
  * Beyond qemu-img: --progress=json (img-progress.h), and writes that
  * overlap even without -W (they are issued in order, not completed in
- * order).  Not yet: -l (internal snapshots) and --bitmaps say so.
+ * order).  Not yet: -l refuses a snapshot that exists (the block layer
+ * cannot open one read-only beside the current state), and --bitmaps
+ * refuses to run; both with qemu-img's words where it has some.
  */
 #include <getopt.h>
 #include <inttypes.h>
