@@ -25,7 +25,7 @@
 
 #define BLOCK_COPY_MAX_IO   (1 << 20)
 #define BLOCK_COPY_BUF_SIZE (16 << 20)
-#define BLOCK_COPY_MAX_OPS  32
+#define BLOCK_COPY_MAX_OPS  64
 #define BLOCK_COPY_ALIGN    4096
 
 struct BlockCopy {
