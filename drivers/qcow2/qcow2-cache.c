@@ -229,9 +229,8 @@ static int coroutine_fn cache_write_slot(BlockDriverState *bs, Qcow2Cache *c, in
     }
     BDRVQcow2State *s = bs->opaque;
     /* A table read from where other metadata lives must never be written back over it. */
-    ret = qcow2_pre_write_check(
-        bs, c == s->l2_cache ? QCOW2_OL_ACTIVE_L2 : QCOW2_OL_REFCOUNT_BLOCK, e->offset,
-        c->table_size);
+    ret = qcow2_pre_write_check(bs, c == s->l2_cache ? QCOW2_OL_ACTIVE_L2 : QCOW2_OL_REFCOUNT_BLOCK,
+                                e->offset, c->table_size);
     if (ret < 0) {
         return ret;
     }

@@ -309,8 +309,14 @@ static int coroutine_fn compare_refcounts(CheckState *c, BdrvCheckMode fix, bool
         if (may_fix && !qcow2_refblock_offset(s, i)) {
             *need_rebuild = true;
         } else if (may_fix && counted <= s->refcount_max) {
-            ret = qcow2_update_refcount(bs, i << s->cluster_bits, s->cluster_size,
-                                        (int64_t)(counted - stored));
+            /* A 64-bit refcount can be off by more than an int64_t delta holds: steps. */
+            uint64_t diff = leak ? stored - counted : counted - stored;
+            for (ret = 0; diff && ret == 0;) {
+                uint64_t step = MIN(diff, (uint64_t)INT64_MAX);
+                ret = qcow2_update_refcount(bs, i << s->cluster_bits, s->cluster_size,
+                                            leak ? -(int64_t)step : (int64_t)step);
+                diff -= step;
+            }
             if (ret == 0) {
                 (*(leak ? &c->res->leaks_fixed : &c->res->corruptions_fixed))++;
                 continue;

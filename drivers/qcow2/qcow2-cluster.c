@@ -159,8 +159,8 @@ static int coroutine_fn write_l1_piece(BlockDriverState *bs, uint64_t idx)
     for (uint64_t j = 0; j < n; j++) {
         qcow2_st64(buf + j * 8, s->l1_table[first + j]);
     }
-    int ret = qcow2_pre_write_check(bs, QCOW2_OL_ACTIVE_L1, s->l1_table_offset + first * 8,
-                                    sizeof(buf));
+    int ret =
+        qcow2_pre_write_check(bs, QCOW2_OL_ACTIVE_L1, s->l1_table_offset + first * 8, sizeof(buf));
     if (ret < 0) {
         return ret;
     }

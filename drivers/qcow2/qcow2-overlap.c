@@ -13,10 +13,15 @@
  *  - Ranges sit in an array sorted by start, beside the largest end of any
  *    range up to each position: a query is one binary search, then a short
  *    walk back (ranges overlap each other only in a broken image).
- *  - Clusters sit in two hash tables (cluster index -> number of L1 or
- *    refcount table entries that name it), updated where those entries
- *    change (qcow2_overlap_add / _remove); a query looks up each cluster
- *    of a short range, or walks the table for a long one.
+ *  - Clusters sit in one hash table: cluster index -> how many L1 entries
+ *    and how many refcount table entries name it (16 bits each, stuck at
+ *    the maximum once they reach it: only a broken image gets there, and
+ *    then the cluster stays protected).  It is updated where those entries
+ *    change (qcow2_overlap_add / _remove).  In front of it, a bitmap with
+ *    one bit per cluster that has a key: a query tests the range's bits a
+ *    word at a time and looks up only the clusters whose bit is set.
+ *    Clusters past BITS_CAP (a broken image) are found by looking up each
+ *    cluster of the range or walking the table, whichever is shorter.
  *  - Every part is built from memory (L1 table, refcount table, snapshot
  *    list, bitmap directory location) at the first query after it was
  *    invalidated: at open, and after the wholesale changes (L1 or refcount
@@ -27,14 +32,16 @@
  *    are protected by refcounts alone, as in QEMU's default mode.
  *
  * Cost: building is O(L1 entries + refcount table entries + snapshots);
- * a query is O(log ranges + min(clusters queried, tables)).  Memory: one
- * hash entry per L2 table and refcount block.
+ * a query is O(log ranges + clusters queried / 64), plus one lookup per
+ * table it hits.  Memory: one hash entry per L2 table and refcount block,
+ * one bit per cluster up to the last of them.
  *
  * Locking: under s->lock, like the tables it mirrors.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "drivers/qcow2/qcow2.h"
 
@@ -48,9 +55,17 @@ struct Qcow2Overlap {
     OverlapRange *ranges;
     uint64_t *max_end; /* max_end[i]: largest end of ranges[0..i] */
     size_t nb_ranges;
-    GHashTable *l2; /* cluster index -> active L1 entries naming it */
-    GHashTable *rb; /* cluster index -> refcount table entries naming it */
+    GHashTable *tables; /* cluster index -> COUNT_L2 | COUNT_RB << 16 (see hash_add) */
+    uint64_t *bits;     /* bit c: cluster c (< BITS_CAP) is a key of @tables */
+    uint64_t nb_words;  /* of @bits: covers every key below BITS_CAP */
+    uint64_t nb_far;    /* keys at BITS_CAP or above (only broken images have them) */
 };
+
+/* Clusters the bitmap covers at most (16 MiB of bits: 8 TiB of 64 KiB clusters). */
+#define BITS_CAP (1ULL << 27)
+
+#define COUNT_MAX        0xffffu
+#define OL_TABLE_CLASSES (QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFCOUNT_BLOCK)
 
 #define OL_RANGE_CLASSES                                                                           \
     (QCOW2_OL_HEADER | QCOW2_OL_ACTIVE_L1 | QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE |    \
@@ -125,46 +140,105 @@ static void build_ranges(BDRVQcow2State *s, Qcow2Overlap *o)
     }
 }
 
-static void hash_add(GHashTable *h, uint64_t cluster)
+/* Bit shift of @cls's count in a hash value. */
+static int count_shift(Qcow2MetaClass cls)
 {
-    gpointer key = GSIZE_TO_POINTER(cluster);
-    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(h, key));
-    g_hash_table_insert(h, key, GUINT_TO_POINTER(n + 1));
+    return cls == QCOW2_OL_ACTIVE_L2 ? 0 : 16;
 }
 
-static void hash_remove(GHashTable *h, uint64_t cluster)
+/* The classes a hash value holds. */
+static unsigned value_classes(guint v)
 {
-    gpointer key = GSIZE_TO_POINTER(cluster);
-    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(h, key));
-    if (n > 1) {
-        g_hash_table_insert(h, key, GUINT_TO_POINTER(n - 1));
+    return ((v & COUNT_MAX) ? QCOW2_OL_ACTIVE_L2 : 0) | ((v >> 16) ? QCOW2_OL_REFCOUNT_BLOCK : 0);
+}
+
+/* Cluster @c became a key of o->tables (@present) or stopped being one. */
+static void key_changed(Qcow2Overlap *o, uint64_t c, bool present)
+{
+    if (c >= BITS_CAP) {
+        o->nb_far += present ? 1 : -1;
+        return;
+    }
+    if (present && c / 64 >= o->nb_words) {
+        uint64_t n = MAX(c / 64 + 1, MIN(o->nb_words * 2, BITS_CAP / 64));
+        o->bits = g_renew(uint64_t, o->bits, n);
+        memset(o->bits + o->nb_words, 0, (n - o->nb_words) * 8);
+        o->nb_words = n;
+    }
+    if (present) {
+        o->bits[c / 64] |= 1ULL << (c % 64);
     } else {
-        g_hash_table_remove(h, key);
+        o->bits[c / 64] &= ~(1ULL << (c % 64));
     }
 }
 
-static GHashTable *build_l2(BDRVQcow2State *s)
+static void hash_add(Qcow2Overlap *o, Qcow2MetaClass cls, uint64_t cluster)
 {
-    GHashTable *h = g_hash_table_new(g_direct_hash, g_direct_equal);
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t off = s->l1_table[i] & L1E_OFFSET_MASK;
-        if (off) {
-            hash_add(h, off >> s->cluster_bits);
+    gpointer key = GSIZE_TO_POINTER(cluster);
+    guint v = GPOINTER_TO_UINT(g_hash_table_lookup(o->tables, key));
+    int sh = count_shift(cls);
+    if (((v >> sh) & COUNT_MAX) < COUNT_MAX) {
+        g_hash_table_insert(o->tables, key, GUINT_TO_POINTER(v + (1u << sh)));
+        if (!v) {
+            key_changed(o, cluster, true);
         }
     }
-    return h;
 }
 
-static GHashTable *build_rb(BDRVQcow2State *s)
+static void hash_remove(Qcow2Overlap *o, Qcow2MetaClass cls, uint64_t cluster)
 {
-    GHashTable *h = g_hash_table_new(g_direct_hash, g_direct_equal);
-    for (uint64_t i = 0; i < s->refcount_table_size; i++) {
-        uint64_t off = s->refcount_table[i] & RTE_OFFSET_MASK;
-        if (off) {
-            hash_add(h, off >> s->cluster_bits);
+    gpointer key = GSIZE_TO_POINTER(cluster);
+    guint v = GPOINTER_TO_UINT(g_hash_table_lookup(o->tables, key));
+    int sh = count_shift(cls);
+    guint n = (v >> sh) & COUNT_MAX;
+    if (n == 0 || n == COUNT_MAX) {
+        return; /* not there, or stuck */
+    }
+    v -= 1u << sh;
+    if (v) {
+        g_hash_table_insert(o->tables, key, GUINT_TO_POINTER(v));
+    } else {
+        g_hash_table_remove(o->tables, key);
+        key_changed(o, cluster, false);
+    }
+}
+
+/* Drops every count of @cls. */
+static void hash_clear_class(Qcow2Overlap *o, Qcow2MetaClass cls)
+{
+    guint mask = COUNT_MAX << count_shift(cls);
+    GHashTableIter it;
+    gpointer key, val;
+    g_hash_table_iter_init(&it, o->tables);
+    while (g_hash_table_iter_next(&it, &key, &val)) {
+        guint v = GPOINTER_TO_UINT(val) & ~mask;
+        if (v) {
+            g_hash_table_iter_replace(&it, GUINT_TO_POINTER(v));
+        } else {
+            g_hash_table_iter_remove(&it);
+            key_changed(o, GPOINTER_TO_SIZE(key), false);
         }
     }
-    return h;
+}
+
+/* Adds the clusters that the tables in memory name as @cls. */
+static void hash_fill_class(BDRVQcow2State *s, Qcow2Overlap *o, Qcow2MetaClass cls)
+{
+    if (cls == QCOW2_OL_ACTIVE_L2) {
+        for (uint32_t i = 0; i < s->l1_size; i++) {
+            uint64_t off = s->l1_table[i] & L1E_OFFSET_MASK;
+            if (off) {
+                hash_add(o, cls, off >> s->cluster_bits);
+            }
+        }
+    } else {
+        for (uint64_t i = 0; i < s->refcount_table_size; i++) {
+            uint64_t off = s->refcount_table[i] & RTE_OFFSET_MASK;
+            if (off) {
+                hash_add(o, cls, off >> s->cluster_bits);
+            }
+        }
+    }
 }
 
 /* The index with every part up to date. */
@@ -173,24 +247,19 @@ static Qcow2Overlap *overlap_get(BDRVQcow2State *s)
     Qcow2Overlap *o = s->overlap;
     if (!o) {
         o = s->overlap = g_new0(Qcow2Overlap, 1);
+        o->tables = g_hash_table_new(g_direct_hash, g_direct_equal);
     }
     if ((o->valid & OL_RANGE_CLASSES) != OL_RANGE_CLASSES) {
         build_ranges(s, o);
         o->valid |= OL_RANGE_CLASSES;
     }
-    if (!(o->valid & QCOW2_OL_ACTIVE_L2)) {
-        if (o->l2) {
-            g_hash_table_unref(o->l2);
+    for (int k = 0; k < 2; k++) {
+        Qcow2MetaClass cls = k ? QCOW2_OL_REFCOUNT_BLOCK : QCOW2_OL_ACTIVE_L2;
+        if (!(o->valid & cls)) {
+            hash_clear_class(o, cls);
+            hash_fill_class(s, o, cls);
+            o->valid |= cls;
         }
-        o->l2 = build_l2(s);
-        o->valid |= QCOW2_OL_ACTIVE_L2;
-    }
-    if (!(o->valid & QCOW2_OL_REFCOUNT_BLOCK)) {
-        if (o->rb) {
-            g_hash_table_unref(o->rb);
-        }
-        o->rb = build_rb(s);
-        o->valid |= QCOW2_OL_REFCOUNT_BLOCK;
     }
     return o;
 }
@@ -202,57 +271,70 @@ void qcow2_overlap_invalidate(BDRVQcow2State *s, unsigned classes)
     }
 }
 
-/* The hash of @cls when it is up to date (else the next query rebuilds it anyway). */
-static GHashTable *valid_hash(BDRVQcow2State *s, Qcow2MetaClass cls)
-{
-    Qcow2Overlap *o = s->overlap;
-    if (!o || !(o->valid & cls)) {
-        return NULL;
-    }
-    return cls == QCOW2_OL_ACTIVE_L2 ? o->l2 : cls == QCOW2_OL_REFCOUNT_BLOCK ? o->rb : NULL;
-}
-
 void qcow2_overlap_add(BDRVQcow2State *s, Qcow2MetaClass cls, uint64_t offset)
 {
-    GHashTable *h = valid_hash(s, cls);
-    if (h && offset) {
-        hash_add(h, offset >> s->cluster_bits);
+    /* While @cls is invalid, the next query rebuilds it from the tables anyway. */
+    if (s->overlap && (s->overlap->valid & cls) && offset) {
+        hash_add(s->overlap, cls, offset >> s->cluster_bits);
     }
 }
 
 void qcow2_overlap_remove(BDRVQcow2State *s, Qcow2MetaClass cls, uint64_t offset)
 {
-    GHashTable *h = valid_hash(s, cls);
-    if (h && offset) {
-        hash_remove(h, offset >> s->cluster_bits);
+    if (s->overlap && (s->overlap->valid & cls) && offset) {
+        hash_remove(s->overlap, cls, offset >> s->cluster_bits);
     }
 }
 
-/* True when a cluster of [first, last] is a key of @h. */
-static bool hash_hits(GHashTable *h, uint64_t first, uint64_t last)
+/* The classes of @want that clusters [first, last] hold, from the hash alone. */
+static unsigned hash_hits(GHashTable *h, unsigned want, uint64_t first, uint64_t last)
 {
-    guint n = g_hash_table_size(h);
-    if (n == 0) {
-        return false;
-    }
-    if (last - first < n) {
-        for (uint64_t c = first; c <= last; c++) {
-            if (g_hash_table_contains(h, GSIZE_TO_POINTER(c))) {
-                return true;
-            }
+    unsigned found = 0;
+    if (last - first < g_hash_table_size(h)) {
+        for (uint64_t c = first; c <= last && found != want; c++) {
+            guint v = GPOINTER_TO_UINT(g_hash_table_lookup(h, GSIZE_TO_POINTER(c)));
+            found |= value_classes(v) & want;
         }
-        return false;
+        return found;
     }
     GHashTableIter it;
-    gpointer key;
+    gpointer key, val;
     g_hash_table_iter_init(&it, h);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
+    while (found != want && g_hash_table_iter_next(&it, &key, &val)) {
         uint64_t c = GPOINTER_TO_SIZE(key);
         if (c >= first && c <= last) {
-            return true;
+            found |= value_classes(GPOINTER_TO_UINT(val)) & want;
         }
     }
-    return false;
+    return found;
+}
+
+/* The classes of @want that the table clusters [first, last] hold. */
+static unsigned clusters_hit(Qcow2Overlap *o, unsigned want, uint64_t first, uint64_t last)
+{
+    uint64_t covered = o->nb_words * 64; /* no key in [covered, BITS_CAP) */
+    unsigned found = 0;
+    if (!want || g_hash_table_size(o->tables) == 0) {
+        return 0;
+    }
+    for (uint64_t c = first; c <= last && c < covered && found != want;) {
+        uint64_t w = o->bits[c / 64] >> (c % 64);
+        uint64_t n = MIN(64 - c % 64, last - c + 1); /* bits of this word in the range */
+        if (n < 64) {
+            w &= (1ULL << n) - 1;
+        }
+        while (w && found != want) {
+            int b = __builtin_ctzll(w);
+            guint v = GPOINTER_TO_UINT(g_hash_table_lookup(o->tables, GSIZE_TO_POINTER(c + b)));
+            found |= value_classes(v) & want;
+            w &= w - 1;
+        }
+        c += n;
+    }
+    if (o->nb_far && last >= BITS_CAP && found != want) {
+        found |= hash_hits(o->tables, want, MAX(first, BITS_CAP), last);
+    }
+    return found;
 }
 
 unsigned qcow2_overlap_find(BDRVQcow2State *s, unsigned ignore, uint64_t offset, uint64_t bytes)
@@ -280,13 +362,8 @@ unsigned qcow2_overlap_find(BDRVQcow2State *s, unsigned ignore, uint64_t offset,
         }
     }
 
-    uint64_t first = offset >> s->cluster_bits, last = (end - 1) >> s->cluster_bits;
-    if (!(ignore & QCOW2_OL_ACTIVE_L2) && hash_hits(o->l2, first, last)) {
-        found |= QCOW2_OL_ACTIVE_L2;
-    }
-    if (!(ignore & QCOW2_OL_REFCOUNT_BLOCK) && hash_hits(o->rb, first, last)) {
-        found |= QCOW2_OL_REFCOUNT_BLOCK;
-    }
+    found |= clusters_hit(o, OL_TABLE_CLASSES & ~ignore, offset >> s->cluster_bits,
+                          (end - 1) >> s->cluster_bits);
     return found & -found; /* the lowest class: one name for the message */
 }
 
@@ -324,26 +401,47 @@ bool qcow2_overlap_sanity(BDRVQcow2State *s)
             return false;
         }
     }
+    Qcow2Overlap scratch = {.tables = g_hash_table_new(g_direct_hash, g_direct_equal)};
+    GHashTable *fresh = scratch.tables;
+    unsigned cmp = o->valid & OL_TABLE_CLASSES;
+    guint mask = ((cmp & QCOW2_OL_ACTIVE_L2) ? COUNT_MAX : 0) |
+                 ((cmp & QCOW2_OL_REFCOUNT_BLOCK) ? COUNT_MAX << 16 : 0);
     for (int k = 0; k < 2; k++) {
-        unsigned cls = k ? QCOW2_OL_REFCOUNT_BLOCK : QCOW2_OL_ACTIVE_L2;
-        GHashTable *h = k ? o->rb : o->l2;
-        if (!(o->valid & cls)) {
-            continue;
-        }
-        GHashTable *fresh = k ? build_rb(s) : build_l2(s);
-        bool same = g_hash_table_size(fresh) == g_hash_table_size(h);
-        GHashTableIter it;
-        gpointer key, val;
-        g_hash_table_iter_init(&it, fresh);
-        while (same && g_hash_table_iter_next(&it, &key, &val)) {
-            same = g_hash_table_lookup(h, key) == val;
-        }
-        g_hash_table_unref(fresh);
-        if (!same) {
-            return false;
+        Qcow2MetaClass cls = k ? QCOW2_OL_REFCOUNT_BLOCK : QCOW2_OL_ACTIVE_L2;
+        if (cmp & cls) {
+            hash_fill_class(s, &scratch, cls);
         }
     }
-    return true;
+    /* Every cluster of either table, compared on the counts of the valid classes. */
+    bool same = true;
+    for (int k = 0; k < 2 && same; k++) {
+        GHashTable *a = k ? o->tables : fresh, *b = k ? fresh : o->tables;
+        GHashTableIter it;
+        gpointer key, val;
+        g_hash_table_iter_init(&it, a);
+        while (same && g_hash_table_iter_next(&it, &key, &val)) {
+            same = (GPOINTER_TO_UINT(val) & mask) ==
+                   (GPOINTER_TO_UINT(g_hash_table_lookup(b, key)) & mask);
+        }
+    }
+    /* The bitmap: exactly the keys below BITS_CAP, the rest counted. */
+    uint64_t far = 0;
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, o->tables);
+    while (same && g_hash_table_iter_next(&it, &key, NULL)) {
+        uint64_t c = GPOINTER_TO_SIZE(key);
+        far += c >= BITS_CAP;
+        same = c >= BITS_CAP || (c / 64 < o->nb_words && (o->bits[c / 64] >> (c % 64)) & 1);
+    }
+    uint64_t set = 0;
+    for (uint64_t i = 0; same && i < o->nb_words; i++) {
+        set += __builtin_popcountll(o->bits[i]);
+    }
+    same = same && far == o->nb_far && set + far == g_hash_table_size(o->tables);
+    g_hash_table_unref(fresh);
+    g_free(scratch.bits);
+    return same;
 }
 
 void qcow2_overlap_free(BDRVQcow2State *s)
@@ -352,12 +450,8 @@ void qcow2_overlap_free(BDRVQcow2State *s)
     if (!o) {
         return;
     }
-    if (o->l2) {
-        g_hash_table_unref(o->l2);
-    }
-    if (o->rb) {
-        g_hash_table_unref(o->rb);
-    }
+    g_hash_table_unref(o->tables);
+    g_free(o->bits);
     g_free(o->ranges);
     g_free(o->max_end);
     g_free(o);

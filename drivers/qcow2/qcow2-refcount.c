@@ -278,7 +278,7 @@ static int coroutine_fn update_refcount(BlockDriverState *bs, uint64_t offset, u
         }
         uint64_t idx = ci & (s->rb_entries - 1);
         uint64_t rc = qcow2_refblock_get(s, block, idx);
-        if (delta < 0 && rc < (uint64_t)-delta) {
+        if (delta < 0 && rc < -(uint64_t)delta) { /* unsigned: delta may be INT64_MIN */
             ret = qcow2_signal_corruption(
                 bs, "Refcount of cluster 0x%" PRIx64 " would drop below 0", ci << s->cluster_bits);
             break;
@@ -522,8 +522,8 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_e
         ret = qcow2_pre_write_check(bs, QCOW2_OL_REFCOUNT_BLOCK, start << s->cluster_bits,
                                     need * s->cluster_size);
         if (ret == 0) {
-            ret = bdrv_co_pwrite(bs->file, start << s->cluster_bits, need * s->cluster_size,
-                                 blocks, 0);
+            ret = bdrv_co_pwrite(bs->file, start << s->cluster_bits, need * s->cluster_size, blocks,
+                                 0);
         }
         if (ret < 0) {
             goto out;

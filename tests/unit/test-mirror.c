@@ -220,7 +220,11 @@ static void test_drained_sections_and_random_pauses_during_mirror(void **state)
     BlockDriverState *source = blk_data_bs(blk);
     BlockDriverState *target = open_target(f, "target.qcow2");
     Writer *ws = writers_start(2, blk, c.model, &lock, SIZE, 360);
-    BlockJobOptions o = {.cb = events_cb, .opaque = &ev, .speed = 32 << 20, .buf_size = 512 << 10};
+    /*
+     * 4 MiB/s keeps the job copying for about a second, far longer than the loop below (at most
+     * 12 x 20 ms plus the sections), so the user pauses land before READY even under sanitizers.
+     */
+    BlockJobOptions o = {.cb = events_cb, .opaque = &ev, .speed = 4 << 20, .buf_size = 512 << 10};
     Job *job = mirror_start(blk_bs(blk), target, &o, &err);
     assert_non_null(job);
     job_ref(job);

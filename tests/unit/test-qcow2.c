@@ -633,6 +633,41 @@ static void test_check_finds_and_fixes_leaks_and_corruptions(void **state)
     }
 }
 
+/* Regression (fuzzer): a repair of a 64-bit refcount 2^63 or more too high negated INT64_MIN. */
+static void test_check_repairs_64_bit_refcounts_far_too_high(void **state)
+{
+    Fixture *f = *state;
+    g_autofree char *img = path_in(f, "rc64.qcow2");
+    GError *err = NULL;
+    uint8_t buf[65536];
+
+    assert_true(strata_create(img, 1 << 20, "refcount_bits=64", &err));
+    BlockBackend *blk = open_rw(img);
+    memset(buf, 1, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0);
+    blk_unref(blk);
+    uint64_t rb = peek64(img, peek64(img, QH_RT_OFFSET)) & RTE_OFFSET_MASK;
+    uint64_t l2 = first_l2_table(img);
+    uint64_t data = peek64(img, l2) & L2E_OFFSET_MASK;
+    patch64(img, rb + (data >> 16) * 8, (1ULL << 63) + 1); /* 2^63 too high */
+    patch64(img, rb + (l2 >> 16) * 8, UINT64_MAX);         /* more than an int64_t delta */
+
+    blk = open_rw(img);
+    CheckCo c = {.bs = blk_bs(blk), .fix = BDRV_FIX_LEAKS | BDRV_FIX_ERRORS};
+    bdrv_run_co(check_entry, &c);
+    assert_int_equal(c.ret, 0);
+    assert_int_equal(c.res.leaks_fixed, 2);
+    c.fix = 0;
+    bdrv_run_co(check_entry, &c);
+    assert_int_equal(c.res.leaks + c.res.corruptions, 0);
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_int_equal(buf[0], 1);
+    blk_unref(blk);
+    if (have_qemu_img) {
+        assert_qemu_img_check_clean(img);
+    }
+}
+
 /* ---- header maintenance --------------------------------------------------------------------- */
 
 static void test_unknown_autoclear_bits_are_cleared_before_the_first_write(void **state)
@@ -1148,6 +1183,7 @@ int main(void)
         QCOW2_TEST(test_bad_entries_fail_requests_and_mark_the_image_corrupt),
         QCOW2_TEST(test_dirty_image_is_repaired_when_opened_read_write),
         QCOW2_TEST(test_check_finds_and_fixes_leaks_and_corruptions),
+        QCOW2_TEST(test_check_repairs_64_bit_refcounts_far_too_high),
         QCOW2_TEST(test_unknown_autoclear_bits_are_cleared_before_the_first_write),
         QCOW2_TEST(test_zeroes_and_discards_free_clusters_for_reuse),
         QCOW2_TEST(test_resize_grows_and_shrinks),
