@@ -142,6 +142,14 @@ typedef struct BlockDriverInfo {
     int64_t vm_state_offset;
 } BlockDriverInfo;
 
+/* Result of a driver's measure callback (qemu-img measure's three numbers). */
+typedef struct BlockMeasureInfo {
+    uint64_t required;        /* host bytes for the data the source holds */
+    uint64_t fully_allocated; /* host bytes when every cluster is allocated */
+    bool has_bitmaps;         /* the source has persistent bitmaps to copy */
+    uint64_t bitmaps;         /* host bytes for those bitmaps */
+} BlockMeasureInfo;
+
 /* Result of co_check (qemu-img check). */
 typedef struct BdrvCheckResult {
     int corruptions;

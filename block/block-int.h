@@ -167,6 +167,33 @@ struct BlockDriver {
     /* Optional: rewrites the backing file name in the image header. */
     int (*change_backing_file)(BlockDriverState *bs, const char *backing_file,
                                const char *backing_fmt);
+    /*
+     * Optional: what "info" shows under "Format specific information", as an
+     * a{sv} dictionary keyed like qemu-img's JSON ("compat", "lazy-refcounts",
+     * ...).  Returns a new (possibly floating) reference, or NULL.  Main loop.
+     */
+    GVariant *(*get_specific_info)(BlockDriverState *bs, GError **errp);
+    /*
+     * Optional: host bytes a new image of this format would need, given the
+     * creation options @opts and either the source node @in_bs (its allocated
+     * data counts) or, when @in_bs is NULL, a virtual @size.  Main loop.
+     */
+    bool (*measure)(GHashTable *opts, BlockDriverState *in_bs, int64_t size,
+                    BlockMeasureInfo *info, GError **errp);
+    /*
+     * Optional: changes creation options of an open, writable image in place
+     * (qemu-img amend).  Main loop, node drained.  @force allows changes that
+     * lose information QEMU would refuse to drop without --force.
+     */
+    bool (*amend)(BlockDriverState *bs, GHashTable *opts, bool force, GError **errp);
+    /*
+     * Optional: the VM state area beyond the guest disk (qemu-io read/write
+     * -b, savevm).  @offset is relative to the start of that area.
+     */
+    int coroutine_fn (*co_preadv_vmstate)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                          IOVector *qiov);
+    int coroutine_fn (*co_pwritev_vmstate)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                           IOVector *qiov);
     /* Optional: internal snapshots (block/snapshot.h).  Main loop, node drained. */
     const struct BdrvSnapshotOps *snapshot_ops;
     /* Optional: persistent dirty bitmaps (block/bitmaps.h).  Main loop, node drained. */
