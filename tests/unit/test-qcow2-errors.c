@@ -155,15 +155,29 @@ static void fill_pattern(uint8_t *buf, uint64_t off, uint64_t len, uint8_t seed)
     }
 }
 
+/*
+ * The checks below compare 4 KiB chunks with memchr/memcmp first and fall
+ * back to the byte loop only where a chunk holds unknown bytes or differs:
+ * byte loops over the whole disk made the sweep ~100x slower under TSan.
+ */
+#define CHECK_CHUNK 4096
+
 /* Checks the bytes a successful read returned against what is known. */
 static void check_read(const Model *m, const uint8_t *buf, uint64_t off, uint64_t len,
                        const char *what)
 {
-    for (uint64_t i = 0; i < len && off + i < DISK_SIZE; i++) {
-        uint64_t b = off + i;
-        if (!m->cur_unknown[b] && buf[i] != m->cur[b]) {
-            fail_msg("%s: byte 0x%" G_GINT64_MODIFIER "x reads 0x%02x, expected 0x%02x", what, b,
-                     buf[i], m->cur[b]);
+    for (uint64_t i = 0; i < len && off + i < DISK_SIZE; i += CHECK_CHUNK) {
+        uint64_t b0 = off + i;
+        uint64_t n = MIN(MIN(CHECK_CHUNK, len - i), DISK_SIZE - b0);
+        if (!memchr(m->cur_unknown + b0, 1, n) && memcmp(buf + i, m->cur + b0, n) == 0) {
+            continue;
+        }
+        for (uint64_t k = 0; k < n; k++) {
+            uint64_t b = b0 + k;
+            if (!m->cur_unknown[b] && buf[i + k] != m->cur[b]) {
+                fail_msg("%s: byte 0x%" G_GINT64_MODIFIER "x reads 0x%02x, expected 0x%02x", what,
+                         b, buf[i + k], m->cur[b]);
+            }
         }
     }
 }
@@ -301,10 +315,17 @@ static void assert_durable_data(const char *img, const Model *m, const char *wha
     }
     uint8_t *buf = g_malloc(DISK_SIZE);
     assert_int_equal(blk_pread(blk, 0, DISK_SIZE, buf, 0), 0);
-    for (uint64_t b = 0; b < DISK_SIZE; b++) {
-        if (!m->touched[b] && !m->durable_unknown[b] && buf[b] != m->durable[b]) {
-            fail_msg("%s: flushed byte 0x%" G_GINT64_MODIFIER "x reads 0x%02x, expected 0x%02x",
-                     what, b, buf[b], m->durable[b]);
+    for (uint64_t b0 = 0; b0 < DISK_SIZE; b0 += CHECK_CHUNK) {
+        if (!memchr(m->touched + b0, 1, CHECK_CHUNK) &&
+            !memchr(m->durable_unknown + b0, 1, CHECK_CHUNK) &&
+            memcmp(buf + b0, m->durable + b0, CHECK_CHUNK) == 0) {
+            continue;
+        }
+        for (uint64_t b = b0; b < b0 + CHECK_CHUNK; b++) {
+            if (!m->touched[b] && !m->durable_unknown[b] && buf[b] != m->durable[b]) {
+                fail_msg("%s: flushed byte 0x%" G_GINT64_MODIFIER "x reads 0x%02x, expected 0x%02x",
+                         what, b, buf[b], m->durable[b]);
+            }
         }
     }
     g_free(buf);
