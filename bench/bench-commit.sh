@@ -8,7 +8,8 @@
 # overlay on it with half of its 64 KiB clusters written (chosen at random,
 # random bytes): commit copies SIZE/2 into the base, then empties the
 # overlay.  Cases: the default (writeback cache), -t none (O_DIRECT), and -d
-# (the copy alone, without emptying the overlay afterwards).
+# (the copy alone, without emptying the overlay afterwards).  Medians of the
+# wall time and of the CPU time (user + system, from /usr/bin/time).
 #
 #   SIZE=1G (default) REPS=5 BENCH_DIR=/var/tmp STRATA_BUILD=build
 set -euo pipefail
@@ -51,38 +52,38 @@ EOF
     rm -f "$DIR/top.cmds"
 }
 
-# A run on fresh copies: prints the wall time in seconds, or "fail".
+# A run on fresh copies: prints the wall time and the CPU time (user +
+# system) in seconds, or "fail".
 run_one() {
     local prog=$1; shift
     cp "$DIR/base.qcow2.orig" "$DIR/base.qcow2"
     cp "$DIR/top.qcow2.orig" "$DIR/top.qcow2"
     sync
-    local t0 t1
-    t0=$(date +%s.%N)
-    if ! (cd "$DIR" && "$prog" commit "$@" top.qcow2 >/dev/null 2>"$DIR/err"); then
+    if ! (cd "$DIR" && /usr/bin/time -f '%e %U %S' -o "$DIR/time" \
+        "$prog" commit "$@" top.qcow2 >/dev/null 2>"$DIR/err"); then
         echo fail
         return
     fi
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l
+    awk '{printf "%s %.2f\n", $1, $2 + $3}' "$DIR/time"
 }
 
 compare() {
     local label=$1; shift
-    local st=() qt=() r
+    local st=() qt=() sc=() qc=() r
     for _ in $(seq "$REPS"); do
         r=$(run_one "$STRATA_IMG" "$@")
         [ "$r" = fail ] && { printf '%-24s strata-img failed: %s\n' "$label" "$(head -n 1 "$DIR/err")"; return; }
-        st+=("$r")
+        st+=("${r% *}") sc+=("${r#* }")
         r=$(run_one qemu-img "$@")
         [ "$r" = fail ] && { echo "qemu-img failed: $(cat "$DIR/err")" >&2; exit 1; }
-        qt+=("$r")
+        qt+=("${r% *}") qc+=("${r#* }")
     done
     local sm qm
     sm=$(printf '%s\n' "${st[@]}" | median)
     qm=$(printf '%s\n' "${qt[@]}" | median)
-    printf '%-24s strata-img %7.3f s   qemu-img %7.3f s   ratio %.2f\n' "$label" "$sm" "$qm" \
-        "$(echo "$sm / $qm" | bc -l)"
+    printf '%-24s strata-img %7.3f s (cpu %.2f)   qemu-img %7.3f s (cpu %.2f)   ratio %.2f\n' \
+        "$label" "$sm" "$(printf '%s\n' "${sc[@]}" | median)" "$qm" \
+        "$(printf '%s\n' "${qc[@]}" | median)" "$(echo "$sm / $qm" | bc -l)"
 }
 
 make_input

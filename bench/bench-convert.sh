@@ -13,7 +13,9 @@
 #   SIZE=2G (default) REPS=3 BENCH_DIR=/var/tmp STRATA_BUILD=build
 #   CASES="raw-qcow2 zlib ..." runs only the named cases (see the list below)
 #
-# Each run starts after a sync, with the input in the page cache.  On a busy
+# CPU time (user + sys) is printed beside wall time: on a loaded machine it
+# is the steadier figure.  Each run starts after a sync, with the input in
+# the page cache.  On a busy
 # machine (other builds running) single runs vary by 2x: use REPS=7 or more,
 # and read the load average printed first.
 set -euo pipefail
@@ -51,45 +53,49 @@ EOF
     qemu-img convert -f raw -O qcow2 "$SRC_RAW" "$SRC_QCOW2"
 }
 
-# One run: prints "seconds max-rss-KiB", or "fail" when the program failed.
+# One run: prints "seconds max-rss-KiB cpu-seconds", or "fail" when the program failed.
 # $1 = program, rest = convert arguments; the target is $DIR/out.
 run_one() {
     local prog=$1; shift
     rm -f "$DIR/out"
     sync
-    if ! "$TIME" -f '%e %M' -o "$DIR/time" "$prog" convert "$@" "$DIR/out" >/dev/null 2>"$DIR/err"
+    if ! "$TIME" -f '%e %M %U %S' -o "$DIR/time" "$prog" convert "$@" "$DIR/out" >/dev/null 2>"$DIR/err"
     then
         echo fail
         return
     fi
-    cat "$DIR/time"
+    awk '{ print $1, $2, $3 + $4 }' "$DIR/time"
 }
 
 # One case: label, then the convert arguments shared by both programs.
 compare() {
     local label=$1; shift
-    local st=() sr=() qt=() qr=() r
+    local st=() sr=() sc=() qt=() qr=() qc=() r f
     for _ in $(seq "$REPS"); do
         r=$(run_one "$STRATA_IMG" "$@")
         if [ "$r" = fail ]; then
             printf '%-34s strata-img failed: %s\n' "$label" "$(head -n 1 "$DIR/err")"
             return
         fi
-        st+=("${r% *}") sr+=("${r#* }")
+        read -ra f <<<"$r"
+        st+=("${f[0]}") sr+=("${f[1]}") sc+=("${f[2]}")
         r=$(run_one qemu-img "$@")
         [ "$r" = fail ] && { echo "qemu-img failed: $(cat "$DIR/err")" >&2; exit 1; }
-        qt+=("${r% *}") qr+=("${r#* }")
+        read -ra f <<<"$r"
+        qt+=("${f[0]}") qr+=("${f[1]}") qc+=("${f[2]}")
     done
-    local smt smr qmt qmr
+    local smt smr smc qmt qmr qmc
     smt=$(printf '%s\n' "${st[@]}" | median)
     smr=$(printf '%s\n' "${sr[@]}" | median)
     qmt=$(printf '%s\n' "${qt[@]}" | median)
     qmr=$(printf '%s\n' "${qr[@]}" | median)
-    printf '%-34s strata %6.2fs %5.0f MiB  qemu-img %6.2fs %5.0f MiB  time ratio %.2f  rss %+.0f MiB\n' \
+    smc=$(printf '%s\n' "${sc[@]}" | median)
+    qmc=$(printf '%s\n' "${qc[@]}" | median)
+    printf '%-34s strata %6.2fs %5.0f MiB  qemu-img %6.2fs %5.0f MiB  time ratio %.2f  rss %+.0f MiB  cpu %.2fs / %.2fs\n' \
         "$label" "$smt" "$(awk -v k="$smr" 'BEGIN {print k / 1024}')" "$qmt" \
         "$(awk -v k="$qmr" 'BEGIN {print k / 1024}')" \
         "$(awk -v a="$smt" -v b="$qmt" 'BEGIN {print (b > 0 ? a / b : 0)}')" \
-        "$(awk -v a="$smr" -v b="$qmr" 'BEGIN {print (a - b) / 1024}')"
+        "$(awk -v a="$smr" -v b="$qmr" 'BEGIN {print (a - b) / 1024}')" "$smc" "$qmc"
 }
 
 want() { [ -z "${CASES:-}" ] || [[ " $CASES " == *" $1 "* ]]; }

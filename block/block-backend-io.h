@@ -13,12 +13,22 @@
 
 int coroutine_fn blk_co_preadv(BlockBackend *blk, int64_t offset, int64_t bytes, IOVector *qiov,
                                BdrvRequestFlags flags);
+/* Flags may hold BDRV_REQ_WRITE_COMPRESSED: -ENOTSUP when the format cannot compress. */
 int coroutine_fn blk_co_pwritev(BlockBackend *blk, int64_t offset, int64_t bytes, IOVector *qiov,
                                 BdrvRequestFlags flags);
 int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf,
                               BdrvRequestFlags flags);
 int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf,
                                BdrvRequestFlags flags);
+/*
+ * The VM state area (see bdrv_co_preadv_vmstate): @offset is relative to
+ * it and not bounded by the length; a write is flushed in write-through
+ * mode.  -ENOTSUP when the image has no such area (raw).
+ */
+int coroutine_fn blk_co_preadv_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                       IOVector *qiov);
+int coroutine_fn blk_co_pwritev_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                        IOVector *qiov);
 int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
                                       BdrvRequestFlags flags);
 int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes);
@@ -40,6 +50,8 @@ int blk_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf, BdrvR
 int blk_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf,
                BdrvRequestFlags flags);
 int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes, BdrvRequestFlags flags);
+int blk_load_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf);
+int blk_save_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf);
 int blk_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes);
 int blk_flush(BlockBackend *blk);
 int64_t blk_getlength(BlockBackend *blk);

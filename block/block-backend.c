@@ -341,6 +341,8 @@ typedef enum BlkOp {
     BLK_OP_WRITE_ZEROES,
     BLK_OP_DISCARD,
     BLK_OP_FLUSH,
+    BLK_OP_LOAD_VMSTATE, /* the VM state area: offsets are not bounded by the length */
+    BLK_OP_SAVE_VMSTATE,
 } BlkOp;
 
 #define STAT_ADD(field, v) bdrv_shard_add(&st->field, (v))
@@ -379,6 +381,9 @@ static void blk_account(BlockBackend *blk, BlkOp op, int64_t bytes, int64_t star
             STAT_ADD(failed_flush_ops, 1);
         }
         break;
+    case BLK_OP_LOAD_VMSTATE:
+    case BLK_OP_SAVE_VMSTATE:
+        break; /* not guest I/O: QEMU does not count it either */
     }
 }
 
@@ -424,11 +429,14 @@ static int coroutine_fn blk_co_do(BlockBackend *blk, BlkOp op, int64_t offset, i
 
     if (op == BLK_OP_FLUSH) {
         ret = blk->root ? bdrv_co_flush(blk->root->bs) : -ENOMEDIUM;
+    } else if (op == BLK_OP_LOAD_VMSTATE || op == BLK_OP_SAVE_VMSTATE) {
+        ret = blk->root ? 0 : -ENOMEDIUM; /* the node checks the range */
     } else {
         ret = blk_check_range(blk, offset, bytes, op != BLK_OP_READ);
     }
     if (ret == 0 && op != BLK_OP_FLUSH) {
-        if (op != BLK_OP_READ && op != BLK_OP_DISCARD && !atomic_load(&blk->enable_write_cache)) {
+        if ((op == BLK_OP_WRITE || op == BLK_OP_WRITE_ZEROES) &&
+            !atomic_load(&blk->enable_write_cache)) {
             flags |= BDRV_REQ_FUA;
         }
         switch (op) {
@@ -443,6 +451,16 @@ static int coroutine_fn blk_co_do(BlockBackend *blk, BlkOp op, int64_t offset, i
             break;
         case BLK_OP_DISCARD:
             ret = bdrv_co_pdiscard(blk->root, offset, bytes);
+            break;
+        case BLK_OP_LOAD_VMSTATE:
+            ret = bdrv_co_preadv_vmstate(blk->root->bs, offset, bytes, qiov);
+            break;
+        case BLK_OP_SAVE_VMSTATE:
+            ret = bdrv_co_pwritev_vmstate(blk->root->bs, offset, bytes, qiov);
+            /* Write-through applies to the VM state too: flush instead of FUA. */
+            if (ret == 0 && !atomic_load(&blk->enable_write_cache)) {
+                ret = bdrv_co_flush(blk->root->bs);
+            }
             break;
         case BLK_OP_FLUSH:
             break;
@@ -469,6 +487,20 @@ int coroutine_fn blk_co_pwritev(BlockBackend *blk, int64_t offset, int64_t bytes
 {
     IO_CODE();
     return blk_co_do(blk, BLK_OP_WRITE, offset, bytes, qiov, flags, false);
+}
+
+int coroutine_fn blk_co_preadv_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                       IOVector *qiov)
+{
+    IO_CODE();
+    return blk_co_do(blk, BLK_OP_LOAD_VMSTATE, offset, bytes, qiov, 0, false);
+}
+
+int coroutine_fn blk_co_pwritev_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                        IOVector *qiov)
+{
+    IO_CODE();
+    return blk_co_do(blk, BLK_OP_SAVE_VMSTATE, offset, bytes, qiov, 0, false);
 }
 
 int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf,
@@ -600,6 +632,20 @@ int blk_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf
     IOVector v;
     iov_init_buf(&v, (void *)buf, bytes < 0 ? 0 : bytes);
     return blk_sync(blk, BLK_OP_WRITE, offset, bytes, &v, flags);
+}
+
+int blk_load_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf)
+{
+    IOVector v;
+    iov_init_buf(&v, buf, bytes < 0 ? 0 : bytes);
+    return blk_sync(blk, BLK_OP_LOAD_VMSTATE, offset, bytes, &v, 0);
+}
+
+int blk_save_vmstate(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf)
+{
+    IOVector v;
+    iov_init_buf(&v, (void *)buf, bytes < 0 ? 0 : bytes);
+    return blk_sync(blk, BLK_OP_SAVE_VMSTATE, offset, bytes, &v, 0);
 }
 
 int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes, BdrvRequestFlags flags)

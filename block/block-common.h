@@ -75,7 +75,9 @@ typedef enum BdrvRequestFlags {
     BDRV_REQ_COPY_ON_READ = 0x20,
     /* Read: fail with -ENOTSUP rather than fetch data from a backing file. */
     BDRV_REQ_PREFETCH = 0x40,
-    BDRV_REQ_MASK = 0x7f,
+    /* Write: store compressed (co_pwritev_compressed), unpadded, aligned as the driver needs. */
+    BDRV_REQ_WRITE_COMPRESSED = 0x80,
+    BDRV_REQ_MASK = 0xff,
 } BdrvRequestFlags;
 
 /* --- block status bits (co_block_status return value) --- */

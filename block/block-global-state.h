@@ -81,6 +81,14 @@ char *bdrv_get_full_backing_filename(BlockDriverState *bs, GError **errp);
  * abort on every driver involved: @bs and its "file" child).
  */
 bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only, GError **errp);
+/*
+ * Reopens @bs with the options @opts (consumed): "read-only", "cache.direct"
+ * and "cache.no-flush" change the open flags of @bs and its file child;
+ * anything else must be taken by a driver's reopen_prepare or equal the
+ * value the node was opened with ("file.*" for the file child), else the
+ * reopen fails with "Cannot change the option 'KEY'" and nothing changes.
+ */
+bool bdrv_reopen(BlockDriverState *bs, GHashTable *opts, GError **errp);
 
 /* Recomputes bs->bl from the driver and the children. */
 void bdrv_refresh_limits(BlockDriverState *bs, GError **errp);

@@ -41,6 +41,17 @@ int coroutine_fn GRAPH_RDLOCK bdrv_co_truncate(BdrvChild *child, int64_t offset,
                                                PreallocMode prealloc, BdrvRequestFlags flags,
                                                GError **errp);
 
+/*
+ * The VM state area (saved VM state, qemu-io read/write -b): @offset is
+ * relative to the area, not bounded by the disk length.  Nodes without
+ * one pass the request to their file child; -ENOTSUP when nothing below
+ * has one (raw over file), -EPERM for writes to a read-only node.
+ */
+int coroutine_fn GRAPH_RDLOCK bdrv_co_preadv_vmstate(BlockDriverState *bs, int64_t offset,
+                                                     int64_t bytes, IOVector *qiov);
+int coroutine_fn GRAPH_RDLOCK bdrv_co_pwritev_vmstate(BlockDriverState *bs, int64_t offset,
+                                                      int64_t bytes, IOVector *qiov);
+
 /* --- node-level queries and flush --- */
 
 /* Flushes the node, then its children, recursively. */

@@ -16,6 +16,10 @@
  *    waits never form a cycle.  Waiters yield; the finishing request
  *    wakes them with aio_co_wake, in their own context.
  *  - Aligned requests are split to bl.max_transfer before the driver.
+ *  - Compressed writes (BDRV_REQ_WRITE_COMPRESSED) take the write path
+ *    (tracking, bitmaps, write generation) but reach the driver whole and
+ *    unpadded; the VM state area has its own entry points, bounded by
+ *    nothing but the request limits (the driver knows where it lies).
  *  - Nothing here takes a global lock: the node's limits and flags only
  *    change inside drained sections, and the graph reader lock (held by
  *    the caller) keeps the children in place.
@@ -546,12 +550,34 @@ static bool bdrv_probe_guard_refuses(BlockDriverState *bs, int64_t offset, int64
     return bdrv_probe_matches_other_format(sector, sizeof(sector));
 }
 
+/*
+ * A compressed write goes to the driver whole: it decides which offsets
+ * and lengths it can compress (qcow2: whole clusters, the disk's last one
+ * may be short; 0 bytes aligns its file's end).  FUA flushes afterwards.
+ */
+static int coroutine_fn bdrv_driver_pwritev_compressed(BlockDriverState *bs, int64_t offset,
+                                                       int64_t bytes, IOVector *qiov,
+                                                       BdrvRequestFlags flags)
+{
+    if (!bs->drv->co_pwritev_compressed) {
+        return -ENOTSUP;
+    }
+    int ret = bs->drv->co_pwritev_compressed(bs, offset, bytes, qiov);
+    if (ret == 0 && (flags & BDRV_REQ_FUA)) {
+        bdrv_bump_write_gen(bs);
+        ret = bdrv_co_flush(bs);
+    }
+    return ret;
+}
+
 static int coroutine_fn bdrv_aligned_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                              IOVector *qiov, BdrvRequestFlags flags)
 {
     int ret;
     if (flags & BDRV_REQ_ZERO_WRITE) {
         ret = bdrv_co_do_pwrite_zeroes(bs, offset, bytes, flags);
+    } else if (flags & BDRV_REQ_WRITE_COMPRESSED) {
+        ret = bdrv_driver_pwritev_compressed(bs, offset, bytes, qiov, flags);
     } else if (bdrv_probe_guard_refuses(bs, offset, bytes, qiov)) {
         ret = -EPERM;
     } else {
@@ -682,7 +708,15 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
             return -EIO;
         }
     }
-    if (bytes == 0) {
+    if (flags & BDRV_REQ_WRITE_COMPRESSED) {
+        if (zero) {
+            return -EINVAL;
+        }
+        /* Compressed data cannot be read-modify-written: no padding. */
+        if ((offset | bytes) & (bs->bl.request_alignment - 1)) {
+            return -EINVAL;
+        }
+    } else if (bytes == 0) {
         return 0;
     }
     bdrv_inc_in_flight(bs);
@@ -707,6 +741,60 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t
         flags &= ~BDRV_REQ_MAY_UNMAP;
     }
     return bdrv_co_pwritev(child, offset, bytes, NULL, flags | BDRV_REQ_ZERO_WRITE);
+}
+
+/* ---- VM state area -------------------------------------------------------------- */
+
+/*
+ * The VM state area is addressed apart from the disk (@offset 0 is its
+ * start), so the disk length does not bound it.  A node without the
+ * callbacks passes the request to its primary child (a filter's or raw's
+ * file); a protocol without them has no such area: -ENOTSUP.
+ */
+static int coroutine_fn bdrv_co_vmstate(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        IOVector *qiov, bool write)
+{
+    int ret = bdrv_check_request(offset, bytes, true);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!bs || !bs->drv) {
+        return -ENOMEDIUM;
+    }
+    if (!qiov || qiov->size != (size_t)bytes) {
+        return -EINVAL;
+    }
+    if (write && bdrv_is_read_only(bs)) {
+        return -EPERM;
+    }
+    bdrv_inc_in_flight(bs);
+    if (write ? bs->drv->co_pwritev_vmstate : bs->drv->co_preadv_vmstate) {
+        ret = write ? bs->drv->co_pwritev_vmstate(bs, offset, bytes, qiov)
+                    : bs->drv->co_preadv_vmstate(bs, offset, bytes, qiov);
+    } else if (bs->file) {
+        ret = bdrv_co_vmstate(bs->file->bs, offset, bytes, qiov, write);
+    } else {
+        ret = -ENOTSUP;
+    }
+    if (write) {
+        bdrv_bump_write_gen(bs); /* even after a failure: something may have changed */
+    }
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_preadv_vmstate(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        IOVector *qiov)
+{
+    IO_CODE();
+    return bdrv_co_vmstate(bs, offset, bytes, qiov, false);
+}
+
+int coroutine_fn bdrv_co_pwritev_vmstate(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         IOVector *qiov)
+{
+    IO_CODE();
+    return bdrv_co_vmstate(bs, offset, bytes, qiov, true);
 }
 
 /* ---- discard ------------------------------------------------------------------ */

@@ -5,10 +5,10 @@
  * discard, flush, the consistency check with repair, close.  The bits of
  * the next-to-last input byte add operations strata-img can run on a
  * hostile image: a compressed write, snapshot create / apply / delete, a
- * resize (with metadata preallocation) and back, a bitmap add / remove.
- * Anything the
- * driver does with a hostile image must end in an error, never a crash, a
- * hang or unbounded memory (run with -rss_limit_mb and -timeout).
+ * resize (with metadata preallocation) and back, a bitmap add / remove,
+ * two passes of the metadata cache cleaning (cache-clean-interval) with
+ * reads between them.  Anything the driver does with a hostile image must end in an error, never a
+ * crash, a hang or unbounded memory (run with -rss_limit_mb and -timeout).
  *
  * Nothing touches the disk: backing files are switched off (backing=""),
  * and an image asking for an external data file gets a second memory
@@ -26,6 +26,7 @@
 #include "block/block-backend.h"
 #include "block/block-int.h"
 #include "block/snapshot.h"
+#include "drivers/qcow2/qcow2.h"
 #include "tests/unit/mem-image.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -73,6 +74,17 @@ static void coroutine_fn compress_entry(void *opaque)
     bdrv_dec_in_flight(c->bs);
 }
 
+/* One cleaning pass over both qcow2 caches, as the cache-clean-interval timer does it. */
+static void coroutine_fn clean_entry(void *opaque)
+{
+    BDRVQcow2State *s = ((BlockDriverState *)opaque)->opaque;
+    co_mutex_lock(&s->lock);
+    qcow2_cache_clean_unused(s->l2_cache);
+    qcow2_cache_clean_unused(s->refblock_cache);
+    g_assert(qcow2_cache_sanity(s->l2_cache) && qcow2_cache_sanity(s->refblock_cache));
+    co_mutex_unlock(&s->lock);
+}
+
 /* The operations @ops selects, each allowed to fail. */
 static void exercise_more(BlockBackend *blk, int64_t len, uint8_t ops)
 {
@@ -110,6 +122,13 @@ static void exercise_more(BlockBackend *blk, int64_t len, uint8_t ops)
     if ((ops & 16) && bdrv_bitmap_add(bs, "fz", 0, true, NULL)) {
         blk_pwrite_zeroes(blk, 0, MIN(blk_getlength(blk), 4096), 0);
         bdrv_bitmap_remove(bs, "fz", NULL);
+    }
+    if ((ops & 32) && strcmp(bs->drv->format_name, "qcow2") == 0) {
+        uint8_t buf[4096];
+        bdrv_run_co(clean_entry, bs);
+        blk_pread(blk, 0, MIN(len, 4096), buf, 0);
+        bdrv_run_co(clean_entry, bs);
+        blk_pread(blk, len / 2, MIN(len / 2, 4096), buf, 0);
     }
 }
 

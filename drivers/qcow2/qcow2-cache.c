@@ -16,6 +16,13 @@
  * it), which is kept across the cache's own I/O, so the cache itself needs
  * no lock.  A pinned table (between get and put) is never evicted.
  *
+ * Cleaning (cache-clean-interval): a timer in the main loop starts a
+ * coroutine that takes s->lock like any request, so it is safe against
+ * requests from IOThreads; it counts as in flight, so drain and close wait
+ * for it, and it skips its turn while the node is drained.  It drops the
+ * clean tables nobody got since the previous pass and madvise()s their
+ * memory away: an idle image gives its cache memory back.
+ *
  * Invariants (checked by qcow2_cache_sanity):
  *  - index maps offset -> slot + 1 for exactly the slots with offset != 0;
  *  - nb_dirty counts the slots with dirty set; a dirty slot has an offset;
@@ -23,15 +30,20 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include "aio/aio.h"
 #include "drivers/qcow2/qcow2.h"
 
 typedef struct Qcow2CacheEntry {
     uint64_t offset; /* 0: empty (offset 0 is the header, never a table) */
     int ref;         /* pins */
     bool dirty;
+    bool used;      /* got since the last cleaning pass */
     int prev, next; /* LRU list, most recent at head; -1 ends it */
 } Qcow2CacheEntry;
 
@@ -45,6 +57,7 @@ struct Qcow2Cache {
     int nb_dirty;
     Qcow2Cache *depends;
     bool depends_on_flush;
+    uint64_t nb_cleaned; /* tables dropped by cleaning passes */
 };
 
 static void *slot_table(Qcow2Cache *c, int i)
@@ -351,6 +364,7 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
         g_hash_table_insert(c->index, GSIZE_TO_POINTER(offset), GINT_TO_POINTER(i + 1));
     }
     c->e[i].ref++;
+    c->e[i].used = true;
     lru_unlink(c, i);
     lru_push_head(c, i);
     *table = slot_table(c, i);
@@ -418,4 +432,97 @@ void qcow2_cache_clear(Qcow2Cache *c)
     }
     c->depends = NULL;
     c->depends_on_flush = false;
+}
+
+/* ---- cleaning (cache-clean-interval) ------------------------------------------------- */
+
+/* Gives the whole pages of slot @i back to the system; they read as zeroes afterwards. */
+static void cache_release_memory(Qcow2Cache *c, int i)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)slot_table(c, i);
+    uintptr_t end = start + c->table_size;
+    start = (start + page - 1) & ~(page - 1);
+    end &= ~(page - 1);
+    /* Tables smaller than a page share it with others and stay (as in QEMU). */
+    if (end > start) {
+        madvise((void *)start, end - start, MADV_DONTNEED);
+    }
+}
+
+int qcow2_cache_clean_unused(Qcow2Cache *c)
+{
+    int dropped = 0;
+    for (int i = 0; i < c->n; i++) {
+        Qcow2CacheEntry *e = &c->e[i];
+        /* Dirty tables would need I/O; they are written back by the next flush anyway. */
+        if (e->offset && !e->used && !e->ref && !e->dirty) {
+            cache_drop_slot(c, i);
+            cache_release_memory(c, i);
+            dropped++;
+        }
+        e->used = false;
+    }
+    c->nb_cleaned += dropped;
+    return dropped;
+}
+
+int qcow2_cache_nb_tables(Qcow2Cache *c)
+{
+    return (int)g_hash_table_size(c->index);
+}
+
+uint64_t qcow2_cache_nb_cleaned(Qcow2Cache *c)
+{
+    return c->nb_cleaned;
+}
+
+bool qcow2_cache_has(Qcow2Cache *c, uint64_t offset)
+{
+    return cache_lookup(c, offset) >= 0;
+}
+
+static void coroutine_fn cache_clean_entry(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcow2State *s = bs->opaque;
+
+    co_mutex_lock(&s->lock);
+    qcow2_cache_clean_unused(s->l2_cache);
+    qcow2_cache_clean_unused(s->refblock_cache);
+    s->cache_clean_runs++;
+    co_mutex_unlock(&s->lock);
+    bdrv_dec_in_flight(bs);
+}
+
+static void cache_clean_timer_cb(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcow2State *s = bs->opaque;
+
+    /* A drained node starts nothing new; the tables wait for the next turn. */
+    if (atomic_load(&bs->quiesce_counter) == 0) {
+        bdrv_inc_in_flight(bs);
+        co_enter(co_create(cache_clean_entry, bs));
+    }
+    aio_timer_mod(s->cache_clean_timer,
+                  aio_clock_ns() + (int64_t)s->cache_clean_interval * 1000000000LL);
+}
+
+void qcow2_cache_clean_timer_set(BlockDriverState *bs, uint64_t seconds)
+{
+    BDRVQcow2State *s = bs->opaque;
+    AioContext *ctx = aio_get_current();
+
+    if (s->cache_clean_timer) {
+        aio_timer_free(s->cache_clean_timer);
+        s->cache_clean_timer = NULL;
+    }
+    s->cache_clean_interval = seconds;
+    /* Without an event loop in this thread nothing could run the timer. */
+    if (seconds == 0 || !ctx) {
+        return;
+    }
+    s->cache_clean_timer = aio_timer_new(ctx, cache_clean_timer_cb, bs);
+    aio_timer_mod(s->cache_clean_timer, aio_clock_ns() + (int64_t)seconds * 1000000000LL);
 }

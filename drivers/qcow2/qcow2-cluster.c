@@ -553,7 +553,13 @@ static void alloc_list_insert(BDRVQcow2State *s, Qcow2Alloc *a)
         a->next->prev = a;
     }
     s->allocs = a;
-    g_assert(qcow2_allocs_sanity(s));
+    /* The list was sane before: only @a can overlap another (O(n), not the full O(n^2)). */
+    uint64_t a_end = a->guest_offset + ((uint64_t)a->nb_clusters << s->cluster_bits);
+    for (Qcow2Alloc *b = a->next; b; b = b->next) {
+        g_assert(a_end <= b->guest_offset ||
+                 b->guest_offset + ((uint64_t)b->nb_clusters << s->cluster_bits) <=
+                     a->guest_offset);
+    }
 }
 
 static void alloc_list_remove(BDRVQcow2State *s, Qcow2Alloc *a)
@@ -867,8 +873,8 @@ int coroutine_fn qcow2_alloc_link(BlockDriverState *bs, Qcow2Alloc *a)
     if (nfree && !s->lazy_refcounts) {
         ret = qcow2_cache_set_dependency(bs, s->refblock_cache, s->l2_cache);
     }
-    for (int i = 0; i < nfree && ret == 0; i++) {
-        ret = qcow2_free_any_cluster(bs, to_free[i], false);
+    if (nfree && ret == 0) {
+        ret = qcow2_free_l2_entries(bs, to_free, nfree, false, false);
     }
     g_free(to_free);
     alloc_list_remove(s, a);
@@ -981,11 +987,15 @@ typedef int (*ClusterEditFn)(BlockDriverState *bs, ClusterEdit *ed, uint64_t a, 
 /*
  * Applies @fn to every cluster of guest [@offset, @offset + @bytes), one L2
  * table at a time, then frees what the old entries pointed to (after the
- * tables that dropped them, unless refcounts are lazy).  An L2 table is
- * created only where @fn changes an entry of a cluster that has none.
+ * tables that dropped them, unless refcounts are lazy), host-contiguous
+ * clusters as one run.  An L2 table is created only where @fn changes an
+ * entry of a cluster that has none.  With @discard, freed clusters are
+ * discarded in the file; @keep_data says the old entries must not read
+ * as zeroes after a crash (the range falls back to a backing file), so the
+ * L2 tables are written before the discard.
  */
 static int coroutine_fn edit_clusters(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
-                                      ClusterEditFn fn, bool flag, bool discard)
+                                      ClusterEditFn fn, bool flag, bool discard, bool keep_data)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t span = qcow2_l2_span(s);
@@ -1049,8 +1059,9 @@ static int coroutine_fn edit_clusters(BlockDriverState *bs, uint64_t offset, uin
     if (frees->len && !s->lazy_refcounts) {
         ret2 = qcow2_cache_set_dependency(bs, s->refblock_cache, s->l2_cache);
     }
-    for (guint i = 0; i < frees->len && ret2 == 0; i++) {
-        ret2 = qcow2_free_any_cluster(bs, g_array_index(frees, uint64_t, i), discard);
+    if (frees->len && ret2 == 0) {
+        ret2 = qcow2_free_l2_entries(bs, (uint64_t *)frees->data, frees->len, discard,
+                                     discard && keep_data);
     }
     g_array_free(frees, true);
     return ret < 0 ? ret : ret2;
@@ -1098,7 +1109,8 @@ int coroutine_fn qcow2_zero_clusters(BlockDriverState *bs, uint64_t offset, uint
         return ret;
     }
     qcow2_wait_for_allocs(bs, offset, bytes);
-    return edit_clusters(bs, offset, bytes, zero_edit, unmap, unmap);
+    /* A cluster discarded before its entry reaches the disk reads as zeroes: as asked. */
+    return edit_clusters(bs, offset, bytes, zero_edit, unmap, unmap, false);
 }
 
 static int discard_edit(BlockDriverState *bs, ClusterEdit *ed, uint64_t a, uint64_t b, bool full)
@@ -1130,7 +1142,11 @@ int coroutine_fn qcow2_discard_clusters(BlockDriverState *bs, uint64_t offset, u
         return ret;
     }
     qcow2_wait_for_allocs(bs, offset, bytes);
-    return edit_clusters(bs, offset, bytes, discard_edit, full, true);
+    /*
+     * A guest discard may read back as anything, but a full one (emptying the
+     * image after a commit) must show the old data or the backing file.
+     */
+    return edit_clusters(bs, offset, bytes, discard_edit, full, true, full && bs->backing_file);
 }
 
 int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t end)

@@ -17,6 +17,10 @@
  *  - Ordering: a new block (and the refcount of its cluster) is stable on
  *    disk before the refcount table points to it; a new refcount table is
  *    stable before the header points to it.
+ *  - Freeing many clusters (zeroing, discarding, emptying an image) goes
+ *    through qcow2_free_l2_entries: host offsets sorted, each contiguous run
+ *    one refcount pass and, for the clusters that became free, one discard
+ *    passed to the file after all refcounts are updated.
  *
  * Locking: every function here runs under s->lock.
  */
@@ -230,19 +234,46 @@ static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t nb, uint64_
 static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t cluster_index);
 static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_entries);
 
+/* A host byte range; freed ranges are collected to be discarded in one go. */
+typedef struct HostRange {
+    uint64_t start, len;
+} HostRange;
+
+/* Appends [@start, @start + @len) to @ranges, merging it with the last range when they touch. */
+static void host_ranges_add(GArray *ranges, uint64_t start, uint64_t len)
+{
+    if (ranges->len) {
+        HostRange *last = &g_array_index(ranges, HostRange, ranges->len - 1);
+        if (last->start + last->len == start) {
+            last->len += len;
+            return;
+        }
+    }
+    HostRange r = {start, len};
+    g_array_append_val(ranges, r);
+}
+
+/* Passes the discards to the file.  A hint: failures change nothing for the image. */
+static void coroutine_fn discard_host_ranges(BlockDriverState *bs, GArray *ranges)
+{
+    for (guint i = 0; i < ranges->len; i++) {
+        HostRange *r = &g_array_index(ranges, HostRange, i);
+        bdrv_co_pdiscard(bs->file, r->start, r->len);
+    }
+}
+
 /*
  * Adds @delta to the refcount of every cluster of [@offset, @offset + @size).
- * Increments create missing refcount blocks.  With @discard, clusters that
- * become free are discarded in the file.
+ * Increments create missing refcount blocks.  Clusters that become free are
+ * appended to @freed (when not NULL) for the caller to discard.
  */
 static int coroutine_fn update_refcount(BlockDriverState *bs, uint64_t offset, uint64_t size,
-                                        int64_t delta, bool discard)
+                                        int64_t delta, GArray *freed)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t first = offset >> s->cluster_bits;
     uint64_t last = (offset + size - 1) >> s->cluster_bits;
     uint64_t block_rt = UINT64_MAX, block_off = 0;
-    uint64_t disc_start = 0, disc_len = 0;
     void *block = NULL;
     int ret = 0;
 
@@ -306,25 +337,13 @@ static int coroutine_fn update_refcount(BlockDriverState *bs, uint64_t offset, u
             /* A freed cluster may have held a table: it must never be written back there. */
             qcow2_cache_discard(s->l2_cache, coff);
             qcow2_cache_discard(s->refblock_cache, coff);
-            if (discard) {
-                if (disc_len && disc_start + disc_len == coff) {
-                    disc_len += s->cluster_size;
-                } else {
-                    if (disc_len) {
-                        bdrv_co_pdiscard(bs->file, disc_start, disc_len);
-                    }
-                    disc_start = coff;
-                    disc_len = s->cluster_size;
-                }
+            if (freed) {
+                host_ranges_add(freed, coff, s->cluster_size);
             }
         }
     }
     if (block) {
         qcow2_cache_put(s->refblock_cache, &block);
-    }
-    /* Discard is a hint: its failure changes nothing for the image. */
-    if (disc_len) {
-        bdrv_co_pdiscard(bs->file, disc_start, disc_len);
     }
     return ret;
 }
@@ -374,7 +393,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t cluster_i
         uint64_t c_rt = c >> s->rb_bits;
         if (c_rt == rt_index || refblock_offset(s, c_rt)) {
             if (c_rt != rt_index) {
-                ret = update_refcount(bs, c << s->cluster_bits, s->cluster_size, 1, false);
+                ret = update_refcount(bs, c << s->cluster_bits, s->cluster_size, 1, NULL);
                 if (ret < 0) {
                     return ret;
                 }
@@ -508,7 +527,7 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs, uint64_t min_e
             uint8_t *b = blocks + (boff - (start << s->cluster_bits));
             qcow2_refblock_set(s, b, c & (s->rb_entries - 1), 1);
         } else {
-            ret = update_refcount(bs, c << s->cluster_bits, s->cluster_size, 1, false);
+            ret = update_refcount(bs, c << s->cluster_bits, s->cluster_size, 1, NULL);
             if (ret < 0) {
                 goto out;
             }
@@ -602,7 +621,7 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb)
             return ret;
         }
     }
-    ret = update_refcount(bs, start << s->cluster_bits, nb << s->cluster_bits, 1, false);
+    ret = update_refcount(bs, start << s->cluster_bits, nb << s->cluster_bits, 1, NULL);
     if (ret < 0) {
         return ret;
     }
@@ -627,7 +646,7 @@ int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, uint64_t size)
     }
     uint64_t room = off ? s->cluster_size - qcow2_offset_into_cluster(s, off) : 0;
     if (off && room >= size) {
-        ret = update_refcount(bs, off, size, 1, false);
+        ret = update_refcount(bs, off, size, 1, NULL);
     } else {
         int64_t fresh = qcow2_alloc_clusters(bs, 1); /* counts the new cluster */
         if (fresh < 0) {
@@ -635,7 +654,7 @@ int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, uint64_t size)
         }
         if (off && (uint64_t)fresh == qcow2_round_up(off, s->cluster_size)) {
             /* Contiguous: the bytes run on from the old cluster into the new one. */
-            ret = update_refcount(bs, off, 1, 1, false);
+            ret = update_refcount(bs, off, 1, 1, NULL);
         } else {
             off = fresh;
             ret = 0;
@@ -655,7 +674,7 @@ int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, uint64_t size)
 int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, uint64_t size,
                                        int64_t delta)
 {
-    return update_refcount(bs, offset, size, delta, false);
+    return update_refcount(bs, offset, size, delta, NULL);
 }
 
 uint64_t qcow2_refblock_offset(BDRVQcow2State *s, uint64_t cluster_index)
@@ -667,7 +686,14 @@ int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint
                                      bool discard)
 {
     bdrv_debug_event(bs->file, BLKDBG_CLUSTER_FREE);
-    return update_refcount(bs, offset, size, -1, discard);
+    if (!discard) {
+        return update_refcount(bs, offset, size, -1, NULL);
+    }
+    GArray *freed = g_array_new(false, false, sizeof(HostRange));
+    int ret = update_refcount(bs, offset, size, -1, freed);
+    discard_host_ranges(bs, freed);
+    g_array_free(freed, true);
+    return ret;
 }
 
 int coroutine_fn qcow2_free_any_cluster(BlockDriverState *bs, uint64_t l2_entry, bool discard)
@@ -684,4 +710,53 @@ int coroutine_fn qcow2_free_any_cluster(BlockDriverState *bs, uint64_t l2_entry,
         return 0; /* external data clusters are not refcounted */
     }
     return qcow2_free_clusters(bs, l2_entry & L2E_OFFSET_MASK, s->cluster_size, discard);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Host-contiguous runs cost one refcount pass and one discard each instead
+ * of one per cluster: emptying an image after a commit frees thousands of
+ * clusters that were mostly allocated one after another.
+ */
+int coroutine_fn qcow2_free_l2_entries(BlockDriverState *bs, uint64_t *entries, size_t n,
+                                       bool discard, bool tables_first)
+{
+    BDRVQcow2State *s = bs->opaque;
+    GArray *freed = discard ? g_array_new(false, false, sizeof(HostRange)) : NULL;
+    size_t nhost = 0;
+    int ret = 0;
+
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        uint64_t e = entries[i];
+        if (e & QCOW2_OFLAG_COMPRESSED) {
+            ret = qcow2_free_any_cluster(bs, e, false); /* shares clusters: never discarded */
+        } else if (qcow2_entry_has_host(s, e) && !s->has_data_file) {
+            entries[nhost++] = e & L2E_OFFSET_MASK;
+        }
+    }
+    qsort(entries, nhost, sizeof(*entries), cmp_u64);
+    for (size_t i = 0, j; i < nhost && ret == 0; i = j) {
+        for (j = i + 1; j < nhost && entries[j] == entries[j - 1] + s->cluster_size; j++) {
+        }
+        bdrv_debug_event(bs->file, BLKDBG_CLUSTER_FREE);
+        ret = update_refcount(bs, entries[i], (uint64_t)(j - i) << s->cluster_bits, -1, freed);
+    }
+    if (freed && freed->len && tables_first) {
+        /* Until the L2 tables are on disk, their old entries may still be read after a crash. */
+        int ret2 = qcow2_cache_flush(bs, s->l2_cache);
+        if (ret2 < 0) {
+            g_array_set_size(freed, 0);
+            ret = ret < 0 ? ret : ret2;
+        }
+    }
+    if (freed) {
+        discard_host_ranges(bs, freed);
+        g_array_free(freed, true);
+    }
+    return ret;
 }

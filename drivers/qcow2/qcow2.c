@@ -21,6 +21,8 @@
 #define QCOW2_DEFAULT_L2_CACHE_MAX (32 * 1024 * 1024)
 #define QCOW2_MIN_L2_CACHE_TABLES  4
 #define QCOW2_MIN_RB_CACHE_TABLES  4
+/* cache-clean-interval: QEMU's default, in seconds; 0 turns cleaning off. */
+#define QCOW2_DEFAULT_CACHE_CLEAN_INTERVAL 600
 
 /* The features this driver knows, as written into the feature name table. */
 static const Qcow2Feature qcow2_known_features[] = {
@@ -618,11 +620,26 @@ static void coroutine_fn qcow2_open_tables_entry(void *opaque)
     }
 }
 
+/* Takes "cache-clean-interval" (seconds, 0 to UINT32_MAX as QEMU allows) into *out. */
+static bool take_clean_interval(GHashTable *options, uint64_t def, uint64_t *out, GError **errp)
+{
+    int64_t v;
+    if (!opts_take_int(options, "cache-clean-interval", (int64_t)def, &v, errp)) {
+        return false;
+    }
+    if (v < 0 || v > UINT32_MAX) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "Cache clean interval too big");
+        return false;
+    }
+    *out = (uint64_t)v;
+    return true;
+}
+
 /* Takes our options and sizes the caches. */
 static bool qcow2_take_options(BlockDriverState *bs, GHashTable *options, int flags, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t l2_bytes, rb_bytes;
+    uint64_t l2_bytes, rb_bytes, clean_interval;
     bool lazy;
     uint64_t tables_needed = MAX(qcow2_l1_entries_for(s, s->size), 1);
     uint64_t l2_default =
@@ -631,7 +648,8 @@ static bool qcow2_take_options(BlockDriverState *bs, GHashTable *options, int fl
     if (!opts_take_size(options, "l2-cache-size", l2_default, &l2_bytes, errp) ||
         !opts_take_size(options, "refcount-cache-size", l2_bytes / 4, &rb_bytes, errp) ||
         !opts_take_bool(options, "lazy-refcounts", s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS, &lazy,
-                        errp)) {
+                        errp) ||
+        !take_clean_interval(options, QCOW2_DEFAULT_CACHE_CLEAN_INTERVAL, &clean_interval, errp)) {
         return false;
     }
     if (lazy && s->version < 3) {
@@ -644,6 +662,7 @@ static bool qcow2_take_options(BlockDriverState *bs, GHashTable *options, int fl
     uint64_t rb_n = MIN(MAX(rb_bytes >> s->cluster_bits, QCOW2_MIN_RB_CACHE_TABLES), 65536);
     s->l2_cache = qcow2_cache_create(bs, (int)l2_n);
     s->refblock_cache = qcow2_cache_create(bs, (int)rb_n);
+    s->cache_clean_interval = clean_interval; /* the timer starts once the node is open */
     return true;
 }
 
@@ -699,6 +718,7 @@ static bool qcow2_open_data_file(BlockDriverState *bs, GHashTable *options, GErr
 static void qcow2_free_state(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
+    qcow2_cache_clean_timer_set(bs, 0);
     qcow2_cache_destroy(s->l2_cache);
     qcow2_cache_destroy(s->refblock_cache);
     qcow2_overlap_free(s);
@@ -734,6 +754,7 @@ static bool qcow2_open(BlockDriverState *bs, GHashTable *options, int flags, GEr
     }
     bs->supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK;
     bs->supported_truncate_flags = BDRV_REQ_ZERO_WRITE;
+    qcow2_cache_clean_timer_set(bs, s->cache_clean_interval);
     return true;
 
 fail:
@@ -1268,7 +1289,12 @@ static bool qcow2_reopen_prepare(BDRVReopenState *st, GError **errp)
     BlockDriverState *bs = st->bs;
     BDRVQcow2State *s = bs->opaque;
     bool to_rw = st->flags & BDRV_O_RDWR;
+    uint64_t interval;
 
+    /* The only qcow2 option a reopen may change; applied by reopen_commit. */
+    if (!take_clean_interval(st->options, s->cache_clean_interval, &interval, errp)) {
+        return false;
+    }
     if (!to_rw && !bdrv_is_read_only(bs)) {
         FlushCo f = {bs, 0};
         bdrv_run_co(reopen_flush_entry, &f);
@@ -1291,6 +1317,7 @@ static bool qcow2_reopen_prepare(BDRVReopenState *st, GError **errp)
             return false;
         }
     }
+    st->opaque = g_memdup2(&interval, sizeof(interval));
     return true;
 }
 
@@ -1300,10 +1327,18 @@ static void qcow2_reopen_commit(BDRVReopenState *st)
     bool rw = st->flags & BDRV_O_RDWR;
     s->lazy_refcounts = rw && s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
     s->first_write_done = false;
+    if (st->opaque) {
+        uint64_t interval = *(uint64_t *)st->opaque;
+        if (interval != s->cache_clean_interval) {
+            qcow2_cache_clean_timer_set(st->bs, interval);
+        }
+        g_clear_pointer(&st->opaque, g_free);
+    }
 }
 
 static void qcow2_reopen_abort(BDRVReopenState *st)
 {
+    g_clear_pointer(&st->opaque, g_free);
 }
 
 BlockDriver bdrv_qcow2 = {
@@ -1315,6 +1350,7 @@ BlockDriver bdrv_qcow2 = {
     .open = qcow2_open,
     .close = qcow2_close,
     .create = qcow2_create,
+    .amend = qcow2_amend,
 
     .co_preadv = qcow2_co_preadv,
     .co_pwritev = qcow2_co_pwritev,
@@ -1327,8 +1363,12 @@ BlockDriver bdrv_qcow2 = {
     .co_getlength = qcow2_co_getlength,
     .co_get_allocated_file_size = qcow2_co_get_allocated_file_size,
     .co_check = qcow2_co_check,
+    .co_preadv_vmstate = qcow2_co_preadv_vmstate,
+    .co_pwritev_vmstate = qcow2_co_pwritev_vmstate,
 
     .get_info = qcow2_get_info,
+    .get_specific_info = qcow2_get_specific_info,
+    .measure = qcow2_measure,
     .has_zero_init = qcow2_has_zero_init,
     .make_empty = qcow2_make_empty,
     .change_backing_file = qcow2_change_backing_file,

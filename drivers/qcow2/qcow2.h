@@ -323,6 +323,11 @@ typedef struct BDRVQcow2State {
     Qcow2Alloc *allocs;      /* in-flight allocating writes */
     uint64_t nb_alloc_waits; /* statistics: requests that waited for an allocation */
 
+    /* cache-clean-interval (qcow2-cache.c): main loop only, the counter under s->lock. */
+    uint64_t cache_clean_interval; /* seconds, 0 = off */
+    struct AioTimer *cache_clean_timer;
+    uint64_t cache_clean_runs; /* statistics: cleaning passes done */
+
     bool lazy_refcounts;    /* refcount ordering relaxed; image marked dirty while open */
     bool dirty_marked;      /* we set the dirty bit and must clear it on a clean close */
     bool first_write_done;  /* autoclear bits cleared, bitmaps marked in use, dirty set */
@@ -470,6 +475,23 @@ void qcow2_cache_clear(Qcow2Cache *c);
 int qcow2_cache_nb_dirty(Qcow2Cache *c);
 /* Checks the cache's invariants; for assert(). */
 bool qcow2_cache_sanity(Qcow2Cache *c);
+/*
+ * Drops the clean, unpinned tables not got since the previous call and
+ * gives their memory back to the system; returns how many.  Under s->lock.
+ */
+int qcow2_cache_clean_unused(Qcow2Cache *c);
+/* Tables held now, and tables dropped by qcow2_cache_clean_unused so far (tests). */
+int qcow2_cache_nb_tables(Qcow2Cache *c);
+uint64_t qcow2_cache_nb_cleaned(Qcow2Cache *c);
+/* True when the table at @offset is in the cache (tests). */
+bool qcow2_cache_has(Qcow2Cache *c, uint64_t offset);
+/*
+ * cache-clean-interval: every @seconds (0 = never) a timer in the calling
+ * thread's AioContext (open and reopen run in the main loop) cleans both
+ * caches.  Replaces any earlier timer.  Main loop only, no request may be
+ * running in the main loop's thread at the time (open, reopen, close).
+ */
+void qcow2_cache_clean_timer_set(BlockDriverState *bs, uint64_t seconds);
 
 /* ---- qcow2-overlap.c ---------------------------------------------------------------- */
 
@@ -532,6 +554,15 @@ int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint
                                      bool discard);
 /* Frees what an L2 entry points to (normal, zero-allocated or compressed). */
 int coroutine_fn qcow2_free_any_cluster(BlockDriverState *bs, uint64_t l2_entry, bool discard);
+/*
+ * Frees what each of the @n L2 entries points to (any order; the array is
+ * reused as scratch), host-contiguous clusters as one run.  With @discard,
+ * clusters that become free are discarded in the file, after the L2 cache
+ * is written and flushed when @tables_first.  Ordering as for
+ * qcow2_free_clusters.  Under s->lock.
+ */
+int coroutine_fn qcow2_free_l2_entries(BlockDriverState *bs, uint64_t *entries, size_t n,
+                                       bool discard, bool tables_first);
 /* Host byte range a compressed descriptor covers. */
 void qcow2_compressed_range(const BDRVQcow2State *s, uint64_t l2_entry, uint64_t *offset,
                             uint64_t *bytes);
@@ -633,6 +664,13 @@ int coroutine_fn qcow2_co_preadv_impl(BlockDriverState *bs, int64_t offset, int6
 int coroutine_fn qcow2_co_pwritev_impl(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        IOVector *qiov);
 
+/* ---- qcow2-vmstate.c: the VM state area past the disk; @offset is relative to it ---------- */
+
+int coroutine_fn qcow2_co_preadv_vmstate(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         IOVector *qiov);
+int coroutine_fn qcow2_co_pwritev_vmstate(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                          IOVector *qiov);
+
 /* ---- qcow2-compress.c, qcow2-compress-io.c ------------------------------------------------- */
 
 /*
@@ -698,6 +736,14 @@ int coroutine_fn qcow2_check_refcounts(BlockDriverState *bs, BdrvCheckResult *re
  */
 
 bool qcow2_create(const char *filename, GHashTable *options, GError **errp);
+/* BlockDriver.amend (qcow2-amend.c): qemu-img amend's option changes.  Main loop, drained. */
+bool qcow2_amend(BlockDriverState *bs, GHashTable *opts, bool force, GError **errp);
+
+/* ---- qcow2-info.c: BlockDriver.get_specific_info and .measure ---------------------------- */
+
+GVariant *qcow2_get_specific_info(BlockDriverState *bs, GError **errp);
+bool qcow2_measure(GHashTable *opts, BlockDriverState *in_bs, int64_t size, BlockMeasureInfo *info,
+                   GError **errp);
 
 extern BlockDriver bdrv_qcow2;
 

@@ -144,6 +144,26 @@ static int raw_fmt_has_zero_init(BlockDriverState *bs)
     return file->drv && file->drv->has_zero_init ? file->drv->has_zero_init(file) : 0;
 }
 
+/*
+ * A raw image takes exactly its virtual size (holes count too): both
+ * numbers are the size of the source, or @size, in whole 512-byte sectors.
+ */
+static bool raw_fmt_measure(GHashTable *opts, BlockDriverState *in_bs, int64_t size,
+                            BlockMeasureInfo *info, GError **errp)
+{
+    if (in_bs) {
+        size = bdrv_getlength(in_bs);
+        if (size < 0) {
+            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno((int)-size),
+                        "Unable to get image size: %s", g_strerror((int)-size));
+            return false;
+        }
+    }
+    *info = (BlockMeasureInfo){0};
+    info->required = info->fully_allocated = ((uint64_t)size + 511) / 512 * 512;
+    return true;
+}
+
 static bool raw_fmt_create(const char *filename, GHashTable *options, GError **errp)
 {
     /* bdrv_create_file consumes a reference; the caller (bdrv_create) still owns its own. */
@@ -186,6 +206,7 @@ BlockDriver bdrv_raw = {
     .open = raw_fmt_open,
     .create = raw_fmt_create,
     .has_zero_init = raw_fmt_has_zero_init,
+    .measure = raw_fmt_measure,
 
     .co_preadv = raw_fmt_co_preadv,
     .co_pwritev = raw_fmt_co_pwritev,

@@ -261,6 +261,115 @@ static void test_active_commit_stopped_at_random_points(void **state)
     chain_free(&c);
 }
 
+/* ---- the copy engine's background flushes --------------------------------------------------- */
+
+/*
+ * "bc-count": a protocol node of COUNT_SIZE bytes that drops what is
+ * written, counts it, remembers how much was written when the first flush
+ * came, and fails flushes with -EIO when count_fail_flush is set.
+ */
+#define COUNT_SIZE (192 << 20) /* null-co size "192M" below */
+static int64_t count_written, count_at_first_flush;
+static int count_flushes;
+static bool count_fail_flush;
+
+static bool count_open(BlockDriverState *bs, GHashTable *options, int flags, GError **errp)
+{
+    g_free(opts_take_str(options, "filename"));
+    return true;
+}
+
+static int coroutine_fn count_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      IOVector *qiov, BdrvRequestFlags flags)
+{
+    count_written += bytes;
+    return 0;
+}
+
+static int coroutine_fn count_flush(BlockDriverState *bs)
+{
+    if (count_flushes++ == 0) {
+        count_at_first_flush = count_written;
+    }
+    return count_fail_flush ? -EIO : 0;
+}
+
+static int64_t coroutine_fn count_getlength(BlockDriverState *bs)
+{
+    return COUNT_SIZE;
+}
+
+static BlockDriver count_driver = {
+    .format_name = "bc-count",
+    .protocol_name = "bc-count",
+    .is_protocol = true,
+    .open = count_open,
+    .co_pwritev = count_pwritev,
+    .co_flush_to_disk = count_flush,
+    .co_getlength = count_getlength,
+};
+
+/* Mirrors COUNT_SIZE of null-co data (the copy engine commit uses) into bc-count; returns the job's
+ * result. */
+static int copy_into_counter(bool fail_flush)
+{
+    GError *err = NULL;
+    bdrv_register(&count_driver);
+    count_written = count_at_first_flush = 0;
+    count_flushes = 0;
+    count_fail_flush = fail_flush;
+    GHashTable *o = opts_new();
+    opts_set(o, "driver", "null-co");
+    opts_set(o, "size", "192M");
+    BlockBackend *blk = blk_new_open(NULL, o, BDRV_O_RDWR, &err);
+    if (!blk) {
+        fail_msg("null-co: %s", err->message);
+    }
+    o = opts_new();
+    opts_set(o, "driver", "bc-count");
+    BlockDriverState *target = bdrv_open("count", o, BDRV_O_RDWR, &err);
+    if (!target) {
+        fail_msg("bc-count: %s", err->message);
+    }
+
+    BlockJobOptions jo = {.sync = MIRROR_SYNC_FULL};
+    Job *job = mirror_start(blk_bs(blk), target, &jo, &err);
+    assert_non_null(job);
+    job_ref(job);
+    int ret = job_wait(job, true, &err);
+    if (ret == 0) {
+        assert_true(job_is_ready(job));
+        ret = job_complete_sync(job, &err);
+    }
+    g_clear_error(&err);
+    job_unref(job);
+    bdrv_unref(target);
+    blk_unref(blk);
+    return ret;
+}
+
+/*
+ * A long copy flushes its target every 64 MiB in the background, so that
+ * the page cache writes the data out while the copy goes on instead of in
+ * the job's final flush (a third of a commit's time).
+ */
+static void test_a_long_copy_flushes_its_target_as_it_goes(void **state)
+{
+    assert_int_equal(copy_into_counter(false), 0);
+    assert_true(count_written >= COUNT_SIZE);
+    assert_true(count_flushes >= 2);
+    /* The first flush came well before the end of the copy. */
+    assert_true(count_at_first_flush >= 64 << 20);
+    assert_true(count_at_first_flush < COUNT_SIZE - (32 << 20));
+}
+
+/* A failed background flush fails the job: the kernel reports lost write-back only once. */
+static void test_a_failed_background_flush_fails_the_job(void **state)
+{
+    assert_int_equal(copy_into_counter(true), -EIO);
+    assert_true(count_at_first_flush < COUNT_SIZE);
+}
+
 int main(void)
 {
     qcow2_test_init();
@@ -271,6 +380,8 @@ int main(void)
         QCOW2_TEST(test_commit_refuses_bad_arguments),
         QCOW2_TEST(test_commit_into_a_smaller_base_grows_it),
         QCOW2_TEST(test_active_commit_stopped_at_random_points),
+        QCOW2_TEST(test_a_long_copy_flushes_its_target_as_it_goes),
+        QCOW2_TEST(test_a_failed_background_flush_fails_the_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,12 @@
 /*
  * Compressed writes of the qcow2 driver (co_pwritev_compressed): zlib and
  * zstd images that qemu-img checks clean and reads back as the source;
- * incompressible clusters written normally; overwrites of compressed and
- * normal clusters; many writers compressing in parallel in IOThreads; and
- * compressed descriptors that point outside the file refused on read.
+ * incompressible clusters written normally (with zlib, random clusters
+ * without running deflate, while compressible ones still compress);
+ * compressed writes into allocated clusters refused with -EIO as in QEMU;
+ * normal writes over compressed clusters; many writers compressing in
+ * parallel in IOThreads; and compressed descriptors that point outside the
+ * file refused on read.
  */
 #include "aio/thread-pool.h"
 #include "tests/unit/test-qcow2-util.h"
@@ -19,17 +22,11 @@ typedef struct CompCo {
     _Atomic int *done; /* for writers in IOThreads */
 } CompCo;
 
-/* Calls the driver's compressed write, as strata-img convert -c does. */
+/* A compressed write through the request path, as strata-img convert -c does. */
 static void coroutine_fn comp_entry(void *opaque)
 {
     CompCo *c = opaque;
-    GRAPH_RDLOCK_GUARD();
-    BlockDriverState *bs = blk_bs(c->blk);
-    IOVector qiov;
-    iov_init_buf(&qiov, (void *)c->buf, c->bytes);
-    bdrv_inc_in_flight(bs);
-    c->ret = bs->drv->co_pwritev_compressed(bs, c->offset, c->bytes, &qiov);
-    bdrv_dec_in_flight(bs);
+    c->ret = blk_co_pwrite(c->blk, c->offset, c->bytes, c->buf, BDRV_REQ_WRITE_COMPRESSED);
     if (c->done) {
         atomic_fetch_add(c->done, 1);
         aio_wait_kick();
@@ -190,7 +187,7 @@ static void test_compressed_clusters_share_host_clusters(void **state)
     g_free(model);
 }
 
-static void test_overwrites_free_what_they_replace(void **state)
+static void test_normal_writes_over_compressed_clusters(void **state)
 {
     Fixture *f = *state;
     g_autofree char *img = path_in(f, "o.qcow2");
@@ -202,12 +199,11 @@ static void test_overwrites_free_what_they_replace(void **state)
 
     assert_true(strata_create(img, size, "cluster_size=16k,compression_type=zstd", &err));
     BlockBackend *blk = open_rw(img);
-    /* Normal clusters first, then compressed over them, then compressed over compressed. */
-    assert_int_equal(blk_pwrite(blk, 0, size / 2, model, 0), 0);
     write_all_compressed(blk, model, size, cs);
+    /* Whole-cluster normal writes replace compressed clusters and free their streams. */
     for (uint64_t off = 0; off < size; off += 3 * cs) {
         memcpy(model + off, second + off, cs);
-        assert_int_equal(write_compressed(blk, off, cs, model + off), 0);
+        assert_int_equal(blk_pwrite(blk, off, cs, model + off, 0), 0);
     }
     /* Partial normal writes into compressed clusters copy the rest of the cluster. */
     Workload w = {.rand = g_rand_new_with_seed(5), .model = model, .size = size, .unit = 5000};
@@ -224,6 +220,121 @@ static void test_overwrites_free_what_they_replace(void **state)
     blk_unref(blk);
     g_free(model);
     g_free(second);
+}
+
+/*
+ * As in QEMU: a compressed write fails with -EIO where the cluster already
+ * has a host cluster, and changes nothing; an incompressible one is an
+ * ordinary write and succeeds; plain zero clusters and discarded clusters
+ * take compressed data.
+ */
+static void test_compressed_write_into_allocated_cluster_fails(void **state)
+{
+    Fixture *f = *state;
+    g_autofree char *img = path_in(f, "a.qcow2");
+    g_autofree char *raw = path_in(f, "a.raw");
+    uint64_t cs = 65536, size = 8 * cs;
+    GError *err = NULL;
+    uint8_t *model = g_malloc0(size);
+    uint8_t text[65536], noise[65536];
+    GRand *r = g_rand_new_with_seed(9);
+    for (size_t i = 0; i < sizeof(text); i++) {
+        text[i] = (uint8_t)("allocated clusters stay "[i % 24]);
+        noise[i] = (uint8_t)g_rand_int(r);
+    }
+    g_rand_free(r);
+
+    for (int v = 0; v < 2; v++) {
+        assert_true(strata_create(img, size, v ? "extended_l2=on,cluster_size=64k" : "", &err));
+        BlockBackend *blk = open_rw(img);
+        memset(model, 0, size);
+        /* 0: normal data, 1: compressed, 2: zeroes that keep their cluster. */
+        memset(model, 0x11, cs);
+        assert_int_equal(blk_pwrite(blk, 0, cs, model, 0), 0);
+        memcpy(model + cs, text, cs);
+        assert_int_equal(write_compressed(blk, cs, cs, text), 0);
+        assert_int_equal(blk_pwrite(blk, 2 * cs, cs, noise, 0), 0);
+        assert_int_equal(blk_pwrite_zeroes(blk, 2 * cs, cs, 0), 0);
+        for (int c = 0; c < 3; c++) {
+            assert_int_equal(write_compressed(blk, c * cs, cs, text), -EIO);
+        }
+        /* Random data is written plainly, over whatever is there. */
+        memcpy(model, noise, cs);
+        assert_int_equal(write_compressed(blk, 0, cs, noise), 0);
+        /* 3: plain zero flag, 4: discarded, 5: never written. */
+        assert_int_equal(blk_pwrite_zeroes(blk, 3 * cs, cs, BDRV_REQ_MAY_UNMAP), 0);
+        assert_int_equal(blk_pwrite(blk, 4 * cs, cs, noise, 0), 0);
+        assert_int_equal(blk_pdiscard(blk, 4 * cs, cs), 0);
+        for (int c = 3; c < 6; c++) {
+            memcpy(model + c * cs, text, cs);
+            assert_int_equal(write_compressed(blk, c * cs, cs, text), 0);
+        }
+        assert_int_equal(write_compressed(blk, 0, 0, NULL), 0);
+        assert_reads_as(blk, model, size);
+        blk_unref(blk);
+        if (have_qemu_img) {
+            write_file(raw, model, size);
+            assert_qemu_img_check_clean(img);
+            assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+        }
+    }
+    g_free(model);
+}
+
+/*
+ * zlib: a cluster the estimate calls incompressible is written plainly
+ * without deflate, but anything deflate shrinks for real still compresses.
+ */
+static void test_zlib_estimate_keeps_compressible_clusters(void **state)
+{
+    Fixture *f = *state;
+    g_autofree char *img = path_in(f, "z.qcow2");
+    g_autofree char *raw = path_in(f, "z.raw");
+    enum { KINDS = 7 };
+    uint64_t cs = 65536, size = KINDS * cs;
+    GError *err = NULL;
+    uint8_t *model = g_malloc(size);
+    GRand *r = g_rand_new_with_seed(17);
+
+    for (uint64_t i = 0; i < cs; i++) {
+        uint8_t rnd = (uint8_t)g_rand_int(r);
+        model[i] = rnd;                                             /* 0: random */
+        model[cs + i] = (uint8_t)("words and more words "[i % 21]); /* 1: text */
+        model[2 * cs + i] = i >= 30000 && i < 32048 ? 0 : rnd;      /* 2: 2 KiB of zeroes */
+        model[3 * cs + i] = model[i % 1500];                        /* 3: repeated pattern */
+        model[4 * cs + i] = rnd & 0x7f;                             /* 4: 7-bit bytes */
+        model[5 * cs + i] = (uint8_t)(i / 4 * 7 >> ((i % 4) * 8));  /* 5: counters */
+        model[6 * cs + i] = (uint8_t)g_rand_int(r);                 /* 6: random */
+    }
+    g_rand_free(r);
+    static const bool compressed[KINDS] = {false, true, true, true, true, true, false};
+
+    assert_true(strata_create(img, size, "cluster_size=64k", &err));
+    BlockBackend *blk = open_rw(img);
+    write_all_compressed(blk, model, size, cs);
+    for (int c = 0; c < KINDS; c++) {
+        int64_t pnum, map;
+        BlockDriverState *file;
+        int st = blk_block_status(blk, c * cs, cs, &pnum, &map, &file);
+        assert_true(st & BDRV_BLOCK_DATA);
+        /* Compressed clusters have no host offset; plain ones do. */
+        assert_int_equal(!(st & BDRV_BLOCK_OFFSET_VALID), compressed[c]);
+    }
+    assert_reads_as(blk, model, size);
+    blk_unref(blk);
+    struct stat sb;
+    assert_int_equal(stat(img, &sb), 0);
+    /*
+     * Four clusters of metadata, two plain, and the five others (deflated
+     * to about 2.2 clusters, packed back to back) in at most four.
+     */
+    assert_true(sb.st_size <= (off_t)(10 * cs));
+    if (have_qemu_img) {
+        write_file(raw, model, size);
+        assert_qemu_img_check_clean(img);
+        assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+    }
+    g_free(model);
 }
 
 static void test_misaligned_compressed_writes_are_refused(void **state)
@@ -328,7 +439,9 @@ int main(void)
         QCOW2_TEST(test_compressed_images_pass_qemu_img_check_and_compare),
         QCOW2_TEST(test_incompressible_cluster_is_written_normally),
         QCOW2_TEST(test_compressed_clusters_share_host_clusters),
-        QCOW2_TEST(test_overwrites_free_what_they_replace),
+        QCOW2_TEST(test_normal_writes_over_compressed_clusters),
+        QCOW2_TEST(test_compressed_write_into_allocated_cluster_fails),
+        QCOW2_TEST(test_zlib_estimate_keeps_compressible_clusters),
         QCOW2_TEST(test_misaligned_compressed_writes_are_refused),
         QCOW2_TEST(test_parallel_writers_compress_in_worker_threads),
         QCOW2_TEST(test_descriptor_outside_the_file_is_corruption),

@@ -8,6 +8,9 @@
  */
 #include "tests/unit/test-qcow2-util.h"
 
+#include <linux/falloc.h>
+#include <sys/stat.h>
+
 /* ---- creation ------------------------------------------------------------------------------ */
 
 static const char *const create_variants[] = {
@@ -748,6 +751,93 @@ static void test_zeroes_and_discards_free_clusters_for_reuse(void **state)
     g_free(back);
 }
 
+/* Bytes the file takes on disk. */
+static uint64_t disk_usage(const char *path)
+{
+    GStatBuf st;
+    assert_int_equal(g_stat(path, &st), 0);
+    return (uint64_t)st.st_blocks * 512;
+}
+
+/* `qemu-img map --output=json` of @img (run from its directory). */
+static char *qemu_map(const char *img)
+{
+    char *out = NULL;
+    g_autofree char *dir = g_path_get_dirname(img);
+    assert_int_equal(run(&out, "cd '%s' && qemu-img map --output=json '%s'", dir, img), 0);
+    return out;
+}
+
+/*
+ * An overlay of 4 KiB clusters over 24 MiB (12 L2 tables) written by qemu-io:
+ * a run crossing L2 tables (their clusters interleave with its data), a
+ * discarded hole in it refilled by writes in reverse guest order, every
+ * third cluster of 8 MiB, compressed clusters and zero clusters with and
+ * without an allocation.  Emptying it (make_empty, as after a commit) and
+ * discarding all of it must free every one of those clusters: qemu-img
+ * check finds no leak; the emptied image reads as its backing file and maps
+ * nothing of its own, and its file gives the space back; the discarded one
+ * is exactly what qemu-io's discard makes of the same image (zero clusters
+ * over the backing file).
+ */
+static void test_emptying_and_discarding_many_l2_tables_of_scattered_clusters(void **state)
+{
+    Fixture *f = *state;
+    g_autofree char *base = path_in(f, "base.qcow2");
+    g_autofree char *top = path_in(f, "top.qcow2");
+    g_autofree char *disc = path_in(f, "disc.qcow2");
+    g_autofree char *ref = path_in(f, "ref.qcow2");
+    g_autofree char *cmds = path_in(f, "cmds");
+    GString *c = g_string_new("write -P 1 0 5M\ndiscard 1M 256k\n");
+    skip_without_qemu_img();
+
+    for (int i = 63; i >= 0; i--) {
+        g_string_append_printf(c, "write -P 2 %d 4k\n", (6 << 20) + i * 4096);
+    }
+    for (int off = 8 << 20; off < 16 << 20; off += 3 * 4096) {
+        g_string_append_printf(c, "write -P 3 %d 4k\n", off);
+    }
+    g_string_append(c, "write -c -P 4 20M 64k\nwrite -z 22M 64k\n"
+                       "write -P 5 23M 64k\nwrite -z 23M 32k\n");
+    write_file(cmds, c->str, c->len);
+    g_string_free(c, true);
+    assert_int_equal(run(NULL,
+                         "cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=4k base.qcow2 24M "
+                         "&& qemu-io -c 'write -P 0x5a 0 24M' base.qcow2 >/dev/null && "
+                         "qemu-img create -q -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 "
+                         "top.qcow2 24M && qemu-io top.qcow2 <cmds >/dev/null && "
+                         "cp top.qcow2 disc.qcow2 && cp top.qcow2 ref.qcow2",
+                         f->dir),
+                     0);
+    assert_qemu_img_check_clean(top);
+    uint64_t used = disk_usage(top);
+    assert_true(used > (6 << 20));
+
+    BlockBackend *blk = open_rw(top);
+    BDRVQcow2State *s = qcow2_state(blk);
+    assert_true(s->l2_entries * s->cluster_size == 2 << 20);
+    assert_int_equal(blk_bs(blk)->drv->make_empty(blk_bs(blk)), 0);
+    blk_unref(blk);
+    assert_qemu_img_check_clean(top);
+    assert_qemu_img_compare_equal(top, "qcow2", base, "qcow2");
+    g_autofree char *map = qemu_map(top);
+    assert_null(strstr(map, "\"depth\": 0"));
+    /* Metadata only: header, L1, refcount structures, 12 L2 tables. */
+    assert_true(disk_usage(top) < (256 << 10));
+
+    blk = open_rw(disc);
+    assert_int_equal(blk_pdiscard(blk, 0, 24 << 20), 0);
+    blk_unref(blk);
+    assert_int_equal(
+        run(NULL, "cd '%s' && qemu-io -c 'discard 0 24M' ref.qcow2 >/dev/null", f->dir), 0);
+    assert_qemu_img_check_clean(disc);
+    assert_qemu_img_compare_equal(disc, "qcow2", ref, "qcow2");
+    g_autofree char *map_disc = qemu_map(disc);
+    g_autofree char *map_ref = qemu_map(ref);
+    assert_string_equal(map_disc, map_ref);
+    assert_int_equal(run(NULL, "cd '%s' && qemu-io -c 'read -P 0 0 24M' disc.qcow2", f->dir), 0);
+}
+
 static void test_resize_grows_and_shrinks(void **state)
 {
     Fixture *f = *state;
@@ -793,7 +883,7 @@ static void test_resize_grows_and_shrinks(void **state)
  * checked.  Plain synchronous syscalls; main thread only.
  */
 typedef struct LogOp {
-    char op; /* 'W' or 'F' */
+    char op; /* 'W' (write), 'F' (flush) or 'D' (discard) */
     uint64_t offset, bytes;
 } LogOp;
 
@@ -854,6 +944,14 @@ static int coroutine_fn log_flush(BlockDriverState *bs)
     return fdatasync(((LogState *)bs->opaque)->fd) < 0 ? -errno : 0;
 }
 
+static int coroutine_fn log_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    log_record('D', offset, bytes);
+    int ret = fallocate(((LogState *)bs->opaque)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        offset, bytes);
+    return ret < 0 ? -errno : 0;
+}
+
 static int64_t coroutine_fn log_getlength(BlockDriverState *bs)
 {
     GStatBuf st;
@@ -876,6 +974,7 @@ static BlockDriver log_driver = {
     .co_preadv = log_preadv,
     .co_pwritev = log_pwritev,
     .co_flush_to_disk = log_flush,
+    .co_pdiscard = log_pdiscard,
     .co_getlength = log_getlength,
     .co_truncate = log_truncate,
 };
@@ -981,6 +1080,63 @@ static void test_metadata_reaches_the_file_in_crash_safe_order(void **state)
     if (have_qemu_img) {
         assert_qemu_img_check_clean(img);
     }
+}
+
+/* Index of the first discard covering host @offset, or -1. */
+static int first_discard_at(uint64_t offset)
+{
+    for (guint i = 0; i < log_ops->len; i++) {
+        LogOp *o = &g_array_index(log_ops, LogOp, i);
+        if (o->op == 'D' && o->offset <= offset && offset < o->offset + o->bytes) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Emptying an overlay after a commit: its clusters are discarded in the file
+ * only after the L2 tables that named them are written and flushed, so a
+ * crash in between shows the old data or the backing file, never zeroes.
+ * The L2 tables also go before the refcounts drop.
+ */
+static void test_emptying_an_overlay_punches_data_only_after_its_l2_tables(void **state)
+{
+    Fixture *f = *state;
+    g_autofree char *base = path_in(f, "base.qcow2");
+    g_autofree char *top = path_in(f, "top.qcow2");
+    GError *err = NULL;
+    skip_without_qemu_img();
+
+    assert_int_equal(run(NULL, "qemu-img create -q -f qcow2 '%s' 4M", base), 0);
+    assert_int_equal(run(NULL,
+                         "cd '%s' && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "
+                         "top.qcow2 4M && qemu-io -c 'write -P 0x11 0 1M' top.qcow2",
+                         f->dir),
+                     0);
+    bdrv_register(&log_driver);
+    log_ops = g_array_new(false, false, sizeof(LogOp));
+    g_autofree char *kv = g_strdup_printf("file.driver=q2-log,file.filename=%s", top);
+    BlockBackend *blk = open_qcow2(NULL, BDRV_O_RDWR | BDRV_O_UNMAP, kv, &err);
+    if (!blk) {
+        fail_msg("open: %s", err->message);
+    }
+    BDRVQcow2State *s = qcow2_state(blk);
+    uint64_t l2 = s->l1_table[0] & L1E_OFFSET_MASK;
+    uint64_t data = peek64(top, l2) & L2E_OFFSET_MASK;
+    assert_true(l2 && data);
+
+    assert_int_equal(blk_bs(blk)->drv->make_empty(blk_bs(blk)), 0);
+    int w_l2 = last_write_at(l2), w_rb = last_write_at(0x20000), d = first_discard_at(data);
+    assert_true(w_l2 >= 0 && w_rb >= 0 && d >= 0);
+    assert_true(w_l2 < d && flush_between(w_l2, d));
+    assert_true(w_l2 < w_rb && flush_between(w_l2, w_rb));
+    /* One discard for the 16 host-contiguous clusters. */
+    assert_int_equal(g_array_index(log_ops, LogOp, d).bytes, 1 << 20);
+    blk_unref(blk);
+    g_array_unref(log_ops);
+    assert_qemu_img_check_clean(top);
+    assert_qemu_img_compare_equal(top, "qcow2", base, "qcow2");
 }
 
 /* ---- refcount structure growth, probing ---------------------------------------------------- */
@@ -1188,6 +1344,8 @@ int main(void)
         QCOW2_TEST(test_zeroes_and_discards_free_clusters_for_reuse),
         QCOW2_TEST(test_resize_grows_and_shrinks),
         QCOW2_TEST(test_metadata_reaches_the_file_in_crash_safe_order),
+        QCOW2_TEST(test_emptying_an_overlay_punches_data_only_after_its_l2_tables),
+        QCOW2_TEST(test_emptying_and_discarding_many_l2_tables_of_scattered_clusters),
         QCOW2_TEST(test_refcount_table_grows_as_the_image_fills),
         QCOW2_TEST(test_the_format_is_probed),
         QCOW2_TEST(test_reopen_read_only_and_back_keeps_the_image_clean),

@@ -313,26 +313,14 @@ static void coroutine_fn conv_co_wait_writes(ConvWorker *w, int limit)
 }
 
 /*
- * The driver's compressed write, until the block layer routes it: the
- * request layer has no compressed flag yet, so this calls the format's
- * callback itself, counted in flight for drain.
+ * A compressed write through the request path (tracking, drain, bitmaps),
+ * which hands it to the format whole.  A zero-length one lets the driver
+ * align the end of its file.
  */
 static int coroutine_fn conv_co_pwrite_compressed(BlockBackend *blk, int64_t offset, int64_t bytes,
                                                   const void *buf)
 {
-    IOVector qiov;
-    int ret;
-
-    GRAPH_RDLOCK_GUARD();
-    BlockDriverState *bs = bdrv_skip_filters(blk_bs(blk));
-    if (!bs->drv || !bs->drv->co_pwritev_compressed) {
-        return -ENOTSUP;
-    }
-    iov_init_buf(&qiov, (void *)buf, bytes);
-    bdrv_inc_in_flight(bs);
-    ret = bs->drv->co_pwritev_compressed(bs, offset, bytes, &qiov);
-    bdrv_dec_in_flight(bs);
-    return ret;
+    return blk_co_pwrite(blk, offset, bytes, buf, BDRV_REQ_WRITE_COMPRESSED);
 }
 
 static void coroutine_fn conv_write_co(void *opaque)

@@ -138,15 +138,17 @@ static GVariant *img_order_variant(GVariant *v)
 
 /*
  * What the driver says about its format, as an a{sv} dictionary
- * ("compat": "1.1", "lazy-refcounts": false, ...), or NULL.  Proposed
- * driver callback (block-int.h):
- *   GVariant *(*get_specific_info)(BlockDriverState *bs, GError **errp);
- * Until a driver has it there is nothing to show; with it, this becomes
- *   return bs->drv->get_specific_info ? bs->drv->get_specific_info(bs, NULL) : NULL;
+ * ("compat": "1.1", "lazy-refcounts": false, ...), or NULL when it has
+ * nothing to say.  A failure (say, an unreadable bitmap directory) only
+ * drops the section, as qemu-img does.
  */
 static GVariant *img_driver_specific_info(BlockDriverState *bs)
 {
-    return NULL;
+    if (!bs->drv || !bs->drv->get_specific_info) {
+        return NULL;
+    }
+    g_autoptr(GError) err = NULL;
+    return bs->drv->get_specific_info(bs, &err);
 }
 
 GVariant *img_get_specific_info(BlockDriverState *bs)

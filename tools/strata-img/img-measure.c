@@ -4,10 +4,9 @@
  * image.  qemu-img 7.2's options and output ("required size", "fully
  * allocated size"; JSON "required", "fully-allocated").
  *
- * The computation belongs to the target format.  raw is answered here
- * (both numbers are the virtual size rounded up to 512 bytes); other
- * formats need a measure callback in their driver (see
- * docs/strata-img.md), and are refused until they have one.
+ * The computation belongs to the target format's measure callback
+ * (BlockDriver.measure); this file parses the options, opens the source
+ * image (with its backing chain: all its data counts) and prints.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -18,13 +17,6 @@
 #include "block/options.h"
 #include "tools/strata-img/img.h"
 
-typedef struct ImgMeasure {
-    uint64_t required;
-    uint64_t fully_allocated;
-    bool has_bitmaps;
-    uint64_t bitmaps;
-} ImgMeasure;
-
 typedef struct ImgMeasureArgs {
     ImgOpenOptions in;
     const char *out_fmt;
@@ -34,18 +26,7 @@ typedef struct ImgMeasureArgs {
     ImgOutputFormat output;
 } ImgMeasureArgs;
 
-/* What the target format needs for @size bytes (from --size or the source image). */
-static bool img_measure_format(BlockDriver *drv, GHashTable *values, int64_t size, ImgMeasure *m)
-{
-    if (strcmp(drv->format_name, "raw") == 0) {
-        m->required = m->fully_allocated = ((uint64_t)size + 511) / 512 * 512;
-        return true;
-    }
-    img_error("Block driver '%s' does not support size measurement", drv->format_name);
-    return false;
-}
-
-static void img_measure_print(const ImgMeasure *m, ImgOutputFormat output)
+static void img_measure_print(const BlockMeasureInfo *m, ImgOutputFormat output)
 {
     if (output == IMG_OUTPUT_HUMAN) {
         printf("required size: %" PRIu64 "\nfully allocated size: %" PRIu64 "\n", m->required,
@@ -68,28 +49,45 @@ static void img_measure_print(const ImgMeasure *m, ImgOutputFormat output)
     printf("%s\n", text);
 }
 
-/* Size of the source: --size, or the virtual size of the image. */
-static bool img_measure_source_size(const ImgMeasureArgs *a, const char *filename, int64_t *size)
+/* Opens the source image, or leaves *blk NULL with --size. */
+static bool img_measure_open_source(const ImgMeasureArgs *a, const char *filename,
+                                    BlockBackend **blk)
 {
+    *blk = NULL;
     if (!filename) {
-        *size = a->size;
         return true;
     }
-    BlockBackend *blk = img_open(filename, &a->in, "writeback");
-    if (!blk) {
+    *blk = img_open(filename, &a->in, "writeback");
+    if (!*blk) {
         return false;
     }
     if (a->snapshot) {
         img_error("Failed to load snapshot: Block format '%s' used by device '' does not "
                   "support temporarily loading internal snapshots",
-                  bdrv_get_format_name(blk_bs(blk)));
-        blk_unref(blk);
+                  bdrv_get_format_name(blk_bs(*blk)));
+        blk_unref(*blk);
+        *blk = NULL;
         return false;
     }
-    *size = blk_getlength(blk);
-    blk_unref(blk);
-    if (*size < 0) {
-        img_error("Unable to get image size: %s", g_strerror((int)-*size));
+    return true;
+}
+
+/* Asks the driver of -O, with the source's size or --size. */
+static bool img_measure_with(BlockDriver *drv, GHashTable *values, BlockBackend *src, int64_t size,
+                             BlockMeasureInfo *m)
+{
+    GError *err = NULL;
+
+    if (src) {
+        size = blk_getlength(src);
+        if (size < 0) {
+            img_error("Unable to get image size: %s", g_strerror((int)-size));
+            return false;
+        }
+    }
+    if (!drv->measure(values, src ? blk_bs(src) : NULL, size, m, &err)) {
+        img_error("%s", err->message);
+        g_error_free(err);
         return false;
     }
     return true;
@@ -118,12 +116,23 @@ static int img_measure_run(const ImgMeasureArgs *a, const char *filename)
         g_error_free(err);
         return 1;
     }
-    int64_t size;
-    if (!img_measure_source_size(a, filename, &size)) {
+    BlockBackend *src;
+    if (!img_measure_open_source(a, filename, &src)) {
         return 1;
     }
-    ImgMeasure m = {0};
-    if (!img_measure_format(drv, values, size, &m)) {
+    if (!drv->measure) {
+        img_error("Block driver '%s' does not support size measurement", a->out_fmt);
+        if (src) {
+            blk_unref(src);
+        }
+        return 1;
+    }
+    BlockMeasureInfo m;
+    bool ok = img_measure_with(drv, values, src, a->size, &m);
+    if (src) {
+        blk_unref(src);
+    }
+    if (!ok) {
         return 1;
     }
     img_measure_print(&m, a->output);

@@ -18,7 +18,9 @@
 /* A subcommand: returns the process exit status. */
 typedef int ImgCommandFunc(int argc, char **argv);
 
+int img_amend(int argc, char **argv);
 int img_bench(int argc, char **argv);
+int img_bitmap(int argc, char **argv);
 int img_check(int argc, char **argv);
 int img_commit(int argc, char **argv);
 int img_compare(int argc, char **argv);

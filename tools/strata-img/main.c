@@ -18,10 +18,17 @@ static const struct {
     ImgCommandFunc *fn;
     const char *synopsis;
 } img_commands[] = {
+    {"amend", img_amend,
+     "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] "
+     "-o options filename"},
     {"bench", img_bench,
      "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
      "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
      "[-t cache] [-w] [-U] [--iothreads=N] filename"},
+    {"bitmap", img_bitmap,
+     "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+     "[-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] "
+     "[--image-opts | -f fmt] filename bitmap"},
     {"check", img_check,
      "check [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] "
      "filename"},

@@ -15,9 +15,6 @@
 
 #include "tools/strata-io/sio.h"
 
-#define READ_FILL  0xab
-#define WRITE_FILL 0xcd
-
 /* One request in flight; freed by its completion. */
 typedef struct AioReq {
     Sio *s;
@@ -29,12 +26,6 @@ typedef struct AioReq {
     int pattern; /* aio_read -P, else -1 */
     bool machine, quiet, verbose;
 } AioReq;
-
-static int usage(const char *name)
-{
-    sio_print_usage(sio_find_command(name));
-    return -EINVAL;
-}
 
 static void aio_req_free(AioReq *r)
 {
@@ -87,9 +78,8 @@ static void aio_write_done(void *opaque, int ret)
 /* A request at the offset @offset_str names, or NULL after printing why it does not parse. */
 static AioReq *aio_req_new(Sio *s, const char *offset_str, int pattern)
 {
-    int64_t offset = sio_parse_num(offset_str);
-    if (offset < 0) {
-        sio_print_num_error(offset, offset_str);
+    int64_t offset;
+    if (sio_parse_arg(offset_str, &offset) < 0) {
         return NULL;
     }
     AioReq *r = g_new0(AioReq, 1);
@@ -101,51 +91,33 @@ static AioReq *aio_req_new(Sio *s, const char *offset_str, int pattern)
 
 static int aio_read_f(Sio *s, int argc, char **argv)
 {
-    bool machine = false, quiet = false, verbose = false;
-    int pattern = -1;
-    int c;
+    SioXferOpts o = {.pattern = -1};
+    int ret = sio_parse_xfer_opts(argc, argv, "CiP:qv", "aio_read", &o, NULL, NULL);
 
-    while ((c = getopt(argc, argv, "CiP:qv")) != -1) {
-        switch (c) {
-        case 'C':
-            machine = true;
-            break;
-        case 'i':
-            /* qemu-io feeds an invalid request to its statistics; we keep none. */
-            printf("injecting invalid read request\n");
-            return 0;
-        case 'P':
-            pattern = sio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'v':
-            verbose = true;
-            break;
-        default:
-            return usage("aio_read");
-        }
+    if (ret == 1) {
+        /* qemu-io feeds an invalid request to its statistics; we keep none. */
+        printf("injecting invalid read request\n");
+        return 0;
+    }
+    if (ret < 0) {
+        return ret;
     }
     if (optind > argc - 2) {
-        return usage("aio_read");
+        return sio_usage("aio_read");
     }
-    AioReq *r = aio_req_new(s, argv[optind], pattern);
+    AioReq *r = aio_req_new(s, argv[optind], o.pattern);
     if (!r) {
         return -EINVAL;
     }
-    r->bytes = sio_iov_build(s, &r->v, argv + optind + 1, argc - optind - 1, READ_FILL);
+    r->bytes = sio_iov_build(s, &r->v, argv + optind + 1, argc - optind - 1, SIO_READ_FILL);
     if (r->bytes < 0) {
         aio_req_free(r);
         return -EINVAL;
     }
     r->has_v = true;
-    r->machine = machine;
-    r->quiet = quiet;
-    r->verbose = verbose;
+    r->machine = o.machine;
+    r->quiet = o.quiet;
+    r->verbose = o.verbose;
     r->start_ns = aio_clock_ns();
     blk_aio_preadv(s->blk, r->offset, &r->v, 0, aio_read_done, r);
     return 0;
@@ -167,49 +139,20 @@ static void aio_read_help(void)
            " -v, -- dump the data read in hex and ASCII\n");
 }
 
-typedef struct AioWriteOpts {
-    bool machine, quiet, zeroes;
-    BdrvRequestFlags flags;
-    int pattern;
-} AioWriteOpts;
-
 /* Returns 1 when the command is done (-i), 0 to go on, or -EINVAL. */
-static int aio_write_parse(int argc, char **argv, AioWriteOpts *o)
+static int aio_write_parse(int argc, char **argv, SioXferOpts *o)
 {
-    int c;
-    *o = (AioWriteOpts){.pattern = WRITE_FILL};
-    while ((c = getopt(argc, argv, "CfiqP:uz")) != -1) {
-        switch (c) {
-        case 'C':
-            o->machine = true;
-            break;
-        case 'f':
-            o->flags |= BDRV_REQ_FUA;
-            break;
-        case 'i':
-            printf("injecting invalid write request\n");
-            return 1;
-        case 'q':
-            o->quiet = true;
-            break;
-        case 'P':
-            o->pattern = sio_parse_pattern(optarg);
-            if (o->pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'u':
-            o->flags |= BDRV_REQ_MAY_UNMAP;
-            break;
-        case 'z':
-            o->zeroes = true;
-            break;
-        default:
-            return usage("aio_write");
-        }
+    *o = (SioXferOpts){.pattern = SIO_WRITE_FILL};
+    int ret = sio_parse_xfer_opts(argc, argv, "CfiqP:uz", "aio_write", o, NULL, NULL);
+    if (ret == 1) {
+        printf("injecting invalid write request\n");
+        return 1;
+    }
+    if (ret < 0) {
+        return ret;
     }
     if (optind > argc - 2) {
-        return usage("aio_write");
+        return sio_usage("aio_write");
     }
     if (o->zeroes && optind != argc - 2) {
         printf("-z supports only a single length parameter\n");
@@ -224,7 +167,7 @@ static int aio_write_parse(int argc, char **argv, AioWriteOpts *o)
 
 static int aio_write_f(Sio *s, int argc, char **argv)
 {
-    AioWriteOpts o;
+    SioXferOpts o;
     int ret = aio_write_parse(argc, argv, &o);
     if (ret != 0) {
         return ret < 0 ? ret : 0;
@@ -236,9 +179,8 @@ static int aio_write_f(Sio *s, int argc, char **argv)
     r->machine = o.machine;
     r->quiet = o.quiet;
     if (o.zeroes) {
-        int64_t count = sio_parse_num(argv[optind + 1]);
-        if (count < 0) {
-            sio_print_num_error(count, argv[optind + 1]);
+        int64_t count;
+        if (sio_parse_arg(argv[optind + 1], &count) < 0) {
             aio_req_free(r);
             return -EINVAL;
         }

@@ -13,23 +13,6 @@
 #include "block/block-io.h"
 #include "tools/strata-io/sio.h"
 
-static int usage(const char *name)
-{
-    sio_print_usage(sio_find_command(name));
-    return -EINVAL;
-}
-
-static int parse_arg(const char *str, int64_t *out)
-{
-    int64_t v = sio_parse_num(str);
-    if (v < 0) {
-        sio_print_num_error(v, str);
-        return -EINVAL;
-    }
-    *out = v;
-    return 0;
-}
-
 /* ---- flush, discard ------------------------------------------------------------------------ */
 
 static int flush_f(Sio *s, int argc, char **argv)
@@ -57,13 +40,13 @@ static int discard_f(Sio *s, int argc, char **argv)
             quiet = true;
             break;
         default:
-            return usage("discard");
+            return sio_usage("discard");
         }
     }
     if (optind != argc - 2) {
-        return usage("discard");
+        return sio_usage("discard");
     }
-    if (parse_arg(argv[optind], &offset) < 0 || parse_arg(argv[optind + 1], &bytes) < 0) {
+    if (sio_parse_arg(argv[optind], &offset) < 0 || sio_parse_arg(argv[optind + 1], &bytes) < 0) {
         return -EINVAL;
     }
     if (bytes > SIO_MAX_REQUEST) {
@@ -123,7 +106,7 @@ static int alloc_f(Sio *s, int argc, char **argv)
     int64_t offset, count = 512, sum = 0;
     char where[64];
 
-    if (parse_arg(argv[1], &offset) < 0 || (argc == 3 && parse_arg(argv[2], &count) < 0)) {
+    if (sio_parse_arg(argv[1], &offset) < 0 || (argc == 3 && sio_parse_arg(argv[2], &count) < 0)) {
         return -EINVAL;
     }
     /* Bytes past the end count neither as asked nor as allocated (qemu-io's "0/0"). */
@@ -226,7 +209,7 @@ static int info_f(Sio *s, int argc, char **argv)
     int64_t vm_state;
     char a[64], b[64];
 
-    printf("format name: %s\n", bdrv_get_format_name(bs));
+    sio_print_format_name(bs);
     int ret = sio_get_info(bs, &cluster_size, &vm_state);
     if (ret < 0) {
         return ret;
@@ -235,7 +218,7 @@ static int info_f(Sio *s, int argc, char **argv)
     sio_fmt_size((double)vm_state, b, sizeof(b));
     printf("cluster size: %s\n", a);
     printf("vm state offset: %s\n", b);
-    return 0;
+    return sio_print_specific_info(bs);
 }
 
 static int truncate_f(Sio *s, int argc, char **argv)
@@ -260,13 +243,13 @@ static int truncate_f(Sio *s, int argc, char **argv)
             break;
         }
         default:
-            return usage("truncate");
+            return sio_usage("truncate");
         }
     }
     if (optind != argc - 1) {
-        return usage("truncate");
+        return sio_usage("truncate");
     }
-    if (parse_arg(argv[optind], &offset) < 0) {
+    if (sio_parse_arg(argv[optind], &offset) < 0) {
         return -EINVAL;
     }
     g_autoptr(GError) err = NULL;

@@ -17,12 +17,6 @@
 #include "block/options.h"
 #include "tools/strata-io/sio.h"
 
-static int usage(const char *name)
-{
-    sio_print_usage(sio_find_command(name));
-    return -EINVAL;
-}
-
 /* Puts the I/O engine choice where the file driver will find it. */
 static void set_aio_option(GHashTable *opts, const char *aio)
 {
@@ -42,8 +36,16 @@ static void print_open_error(const char *name, const char *msg)
     }
 }
 
+/* The image read-only with a temporary overlay on top; drops @bs's reference either way. */
+static BlockDriverState *open_snapshot(BlockDriverState *bs, int flags, GError **errp)
+{
+    BlockDriverState *top = sio_snapshot_overlay(bs, flags, errp);
+    bdrv_unref(bs); /* the overlay's backing edge holds its own */
+    return top;
+}
+
 bool sio_open(Sio *s, const char *name, GHashTable *opts, int flags, bool writethrough,
-              const char *aio)
+              const char *aio, bool snapshot)
 {
     g_autoptr(GError) err = NULL;
 
@@ -66,7 +68,10 @@ bool sio_open(Sio *s, const char *name, GHashTable *opts, int flags, bool writet
     }
 
     uint64_t perm = BLK_PERM_CONSISTENT_READ | ((flags & BDRV_O_RDWR) ? BLK_PERM_WRITE : 0);
-    BlockDriverState *bs = bdrv_open(name, opts, flags, &err);
+    BlockDriverState *bs = bdrv_open(name, opts, snapshot ? flags & ~BDRV_O_RDWR : flags, &err);
+    if (bs && snapshot) {
+        bs = open_snapshot(bs, flags, &err);
+    }
     if (!bs) {
         print_open_error(name, err->message);
         return false;
@@ -181,7 +186,7 @@ static int open_parse(Sio *s, int argc, char **argv, OpenArgs *o)
             o->force_share = true;
             break;
         default:
-            return usage("open");
+            return sio_usage("open");
         }
     }
     return 0;
@@ -195,11 +200,7 @@ static int open_f(Sio *s, int argc, char **argv)
 
     int ret = open_parse(s, argc, argv, &o);
     if (ret == 0 && optind < argc - 1) {
-        ret = usage("open");
-    }
-    if (ret == 0 && o.snapshot) {
-        sio_error("-s (snapshot) needs a qcow2 overlay, which strata-io cannot create yet");
-        ret = -ENOTSUP;
+        ret = sio_usage("open");
     }
     if (ret < 0) {
         if (o.opts) {
@@ -228,7 +229,7 @@ static int open_f(Sio *s, int argc, char **argv)
     if (o.force_share) {
         o.flags |= BDRV_O_FORCE_SHARE;
     }
-    return sio_open(s, name, o.opts, o.flags, o.writethrough, o.aio) ? 0 : -EINVAL;
+    return sio_open(s, name, o.opts, o.flags, o.writethrough, o.aio, o.snapshot) ? 0 : -EINVAL;
 }
 
 static void open_help(void)
@@ -239,7 +240,7 @@ static void open_help(void)
            " with O_DIRECT.\n"
            "\n"
            " -r, -- open read-only\n"
-           " -s, -- snapshot mode (not supported yet)\n"
+           " -s, -- snapshot mode: writes go to a temporary overlay, the image is unchanged\n"
            " -C, -- copy data read from backing files into the image\n"
            " -n, -- bypass the host page cache (same as -t none)\n"
            " -U, -- share every permission with other users (read-only only)\n"
@@ -261,10 +262,10 @@ static int close_f(Sio *s, int argc, char **argv)
 /* ---- reopen --------------------------------------------------------------------------------- */
 
 typedef struct ReopenArgs {
-    int flags;
+    int flags; /* BDRV_O_* after -c, -r, -w */
     bool writethrough;
-    int readonly; /* -1: unchanged */
-    GHashTable *opts;
+    bool has_rw, has_cache;
+    GHashTable *opts; /* from -o */
 } ReopenArgs;
 
 static int reopen_parse(int argc, char **argv, ReopenArgs *o)
@@ -279,6 +280,7 @@ static int reopen_parse(int argc, char **argv, ReopenArgs *o)
                 sio_error("Invalid cache option: %s", optarg);
                 return -EINVAL;
             }
+            o->has_cache = true;
             break;
         case 'o':
             if (!opts_parse_kv(o->opts, optarg, NULL, &err)) {
@@ -288,112 +290,83 @@ static int reopen_parse(int argc, char **argv, ReopenArgs *o)
             break;
         case 'r':
         case 'w':
-            if (o->readonly != -1) {
+            if (o->has_rw) {
                 sio_error("Only one -r/-w option may be given");
                 return -EINVAL;
             }
-            o->readonly = c == 'r';
+            o->flags = c == 'r' ? o->flags & ~BDRV_O_RDWR : o->flags | BDRV_O_RDWR;
+            o->has_rw = true;
             break;
         default:
-            return usage("reopen");
+            return sio_usage("reopen");
         }
     }
     if (optind != argc) {
-        return usage("reopen");
+        return sio_usage("reopen");
     }
     return 0;
 }
 
 /*
- * Folds the -o options reopen can apply into @o; the block layer can so
- * far only switch between read-only and read-write, so any other change
- * is refused naming the option, in qemu-io's words.
+ * -r/-w and -c become the options "read-only", "cache.direct" and
+ * "cache.no-flush", unless -o gives them too, which qemu-io refuses.
  */
-static int reopen_take_options(Sio *s, ReopenArgs *o)
+static int reopen_merge_options(ReopenArgs *o)
 {
-    g_autoptr(GError) err = NULL;
-    bool ro, direct, no_flush;
-
-    if (!opts_take_bool(o->opts, "read-only", o->readonly == 1, &ro, &err) ||
-        !opts_take_bool(o->opts, "cache.direct", o->flags & BDRV_O_NOCACHE, &direct, &err) ||
-        !opts_take_bool(o->opts, "cache.no-flush", o->flags & BDRV_O_NO_FLUSH, &no_flush, &err)) {
-        sio_error("%s", err->message);
-        return -EINVAL;
-    }
-    if (o->readonly == -1) {
-        o->readonly = ro;
-    }
-    o->flags = (o->flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH)) | (direct ? BDRV_O_NOCACHE : 0) |
-               (no_flush ? BDRV_O_NO_FLUSH : 0);
-    if (g_hash_table_size(o->opts)) {
-        GList *keys = g_list_sort(g_hash_table_get_keys(o->opts), (GCompareFunc)strcmp);
-        sio_error("Cannot change the option '%s'", (char *)keys->data);
-        g_list_free(keys);
-        return -EINVAL;
-    }
-    const char *changed = ((o->flags ^ s->open_flags) & BDRV_O_NOCACHE)    ? "cache.direct"
-                          : ((o->flags ^ s->open_flags) & BDRV_O_NO_FLUSH) ? "cache.no-flush"
-                                                                           : NULL;
-    if (changed) {
-        sio_error("Cannot change the option '%s' (reopening with new cache flags is not "
-                  "supported yet)",
-                  changed);
-        return -ENOTSUP;
-    }
-    return 0;
-}
-
-/*
- * Switches the image between read-only and read-write.  Going read-only
- * first drops the backend's write permissions (commands take them again
- * when needed), and gets them back if the switch fails.
- */
-static int reopen_set_read_only(Sio *s, bool readonly)
-{
-    g_autoptr(GError) err = NULL;
-    uint64_t perm, shared;
-    const uint64_t writes = BLK_PERM_WRITE | BLK_PERM_WRITE_UNCHANGED | BLK_PERM_RESIZE;
-
-    blk_get_perm(s->blk, &perm, &shared);
-    if (readonly && !blk_set_perm(s->blk, perm & ~writes, shared, &err)) {
-        sio_error("%s", err->message);
-        return -EPERM;
-    }
-    if (!bdrv_reopen_set_read_only(blk_bs(s->blk), readonly, &err)) {
-        sio_error("%s", err->message);
-        if (readonly) {
-            blk_set_perm(s->blk, perm, shared, NULL);
+    if (opts_get(o->opts, "read-only")) {
+        if (o->has_rw) {
+            sio_error("Cannot set both -r/-w and 'read-only'");
+            return -EINVAL;
         }
-        return -EINVAL;
+    } else {
+        opts_set(o->opts, "read-only", (o->flags & BDRV_O_RDWR) ? "off" : "on");
     }
-    s->open_flags = readonly ? s->open_flags & ~BDRV_O_RDWR : s->open_flags | BDRV_O_RDWR;
+    if (opts_get(o->opts, "cache.direct") || opts_get(o->opts, "cache.no-flush")) {
+        if (o->has_cache) {
+            sio_error("Cannot set both -c and the cache options");
+            return -EINVAL;
+        }
+    } else {
+        opts_set(o->opts, "cache.direct", (o->flags & BDRV_O_NOCACHE) ? "on" : "off");
+        opts_set(o->opts, "cache.no-flush", (o->flags & BDRV_O_NO_FLUSH) ? "on" : "off");
+    }
     return 0;
 }
 
+/*
+ * As in qemu-io: a reopen that ends read-only first drops the backend's
+ * write permissions (commands take them again when needed), so that the
+ * node may become read-only; they are not given back if it fails.
+ */
 static int reopen_f(Sio *s, int argc, char **argv)
 {
+    g_autoptr(GError) err = NULL;
     ReopenArgs o = {
-        .flags = s->open_flags,
+        .flags = sio_node_flags(blk_bs(s->blk)),
         .writethrough = !blk_enable_write_cache(s->blk),
-        .readonly = -1,
         .opts = opts_new(),
     };
     int ret = reopen_parse(argc, argv, &o);
-    if (ret == 0) {
-        bool was_ro = !(s->open_flags & BDRV_O_RDWR);
-        if (o.readonly == -1 && !opts_get(o.opts, "read-only")) {
-            o.readonly = was_ro;
-        }
-        ret = reopen_take_options(s, &o);
-        if (ret == 0 && o.readonly != was_ro) {
-            ret = reopen_set_read_only(s, o.readonly);
-        }
+    if (ret == 0 && !(o.flags & BDRV_O_RDWR)) {
+        uint64_t perm, shared;
+        blk_get_perm(s->blk, &perm, &shared);
+        perm &= ~(BLK_PERM_WRITE | BLK_PERM_WRITE_UNCHANGED | BLK_PERM_RESIZE);
+        blk_set_perm(s->blk, perm, shared, NULL);
     }
     if (ret == 0) {
-        blk_set_enable_write_cache(s->blk, !o.writethrough);
+        ret = reopen_merge_options(&o);
     }
-    g_hash_table_unref(o.opts);
-    return ret;
+    if (ret < 0) {
+        g_hash_table_unref(o.opts);
+        return ret;
+    }
+    if (!bdrv_reopen(blk_bs(s->blk), o.opts, &err)) {
+        sio_error("%s", err->message);
+        return -EINVAL;
+    }
+    blk_set_enable_write_cache(s->blk, !o.writethrough);
+    s->open_flags = sio_node_flags(blk_bs(s->blk));
+    return 0;
 }
 
 static void reopen_help(void)
@@ -404,8 +377,9 @@ static void reopen_help(void)
            "\n"
            " -r, -- reopen read-only\n"
            " -w, -- reopen read-write\n"
-           " -c, -- change the cache mode (only the write-through part can change yet)\n"
-           " -o, -- options to change: read-only, cache.direct, cache.no-flush\n");
+           " -c, -- change the cache mode (none, writeback, writethrough, directsync, unsafe)\n"
+           " -o, -- options to change: read-only, cache.direct, cache.no-flush; others\n"
+           "        must keep the value the image was opened with\n");
 }
 
 const SioCommand sio_open_commands[] = {

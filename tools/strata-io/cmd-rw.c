@@ -8,48 +8,17 @@
  * command fail (and the tool's exit status 1).
  */
 #include <errno.h>
-#include <getopt.h>
+#include <getopt.h> /* optind */
 #include <inttypes.h>
 #include <string.h>
 
 #include "tools/strata-io/sio.h"
 
-#define READ_FILL  0xab
-#define WRITE_FILL 0xcd
-
-static const SioCommand *self(const char *name)
-{
-    return sio_find_command(name);
-}
-
-static int usage(const char *name)
-{
-    sio_print_usage(self(name));
-    return -EINVAL;
-}
-
-/* Parses an offset or length argument; prints the error itself. */
-static int parse_arg(const char *str, int64_t *out)
-{
-    int64_t v = sio_parse_num(str);
-    if (v < 0) {
-        sio_print_num_error(v, str);
-        return -EINVAL;
-    }
-    *out = v;
-    return 0;
-}
-
-/* -b: the VM state area.  No driver has one yet, as for raw in qemu-io. */
+/* -b: the VM state area (qcow2 has one; raw fails with -ENOTSUP, as in qemu-io). */
 static int vmstate_rw(Sio *s, int64_t offset, int64_t bytes, void *buf, bool write)
 {
-    return -ENOTSUP;
-}
-
-/* -c: compressed writes need a format that compresses; none is reachable here yet. */
-static int write_compressed(Sio *s, int64_t offset, int64_t bytes, void *buf)
-{
-    return -ENOTSUP;
+    return write ? blk_save_vmstate(s->blk, offset, bytes, buf)
+                 : blk_load_vmstate(s->blk, offset, bytes, buf);
 }
 
 /* The VM state and compressed paths work in whole sectors, as in qemu-io. */
@@ -69,56 +38,37 @@ static int check_sector_aligned(int64_t offset, int64_t bytes)
 /* ---- read ----------------------------------------------------------------------------------- */
 
 typedef struct ReadOpts {
-    bool vmstate, machine, quiet, verbose;
-    int pattern; /* -1: no -P */
+    SioXferOpts x;
+    bool vmstate;
     int64_t pattern_offset, pattern_count;
     bool has_pattern_offset, has_pattern_count;
 } ReadOpts;
 
+static int read_extra_opt(int c, const char *arg, void *opaque)
+{
+    ReadOpts *o = opaque;
+    switch (c) {
+    case 'b':
+        o->vmstate = true;
+        return 0;
+    case 'l':
+        o->has_pattern_count = true;
+        return sio_parse_arg(arg, &o->pattern_count);
+    case 'p':
+        return 0; /* accepted and ignored, like qemu-io */
+    case 's':
+        o->has_pattern_offset = true;
+        return sio_parse_arg(arg, &o->pattern_offset);
+    default:
+        return -ENOENT;
+    }
+}
+
 static int read_parse(int argc, char **argv, ReadOpts *o)
 {
-    int c;
-    *o = (ReadOpts){.pattern = -1};
+    *o = (ReadOpts){.x.pattern = -1};
     /* qemu-io's synopsis lists -a, but it accepts no such flag: neither do we. */
-    while ((c = getopt(argc, argv, "bCl:pP:qs:v")) != -1) {
-        switch (c) {
-        case 'b':
-            o->vmstate = true;
-            break;
-        case 'C':
-            o->machine = true;
-            break;
-        case 'l':
-            if (parse_arg(optarg, &o->pattern_count) < 0) {
-                return -EINVAL;
-            }
-            o->has_pattern_count = true;
-            break;
-        case 'p':
-            break; /* accepted and ignored, like qemu-io */
-        case 'P':
-            o->pattern = sio_parse_pattern(optarg);
-            if (o->pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            o->quiet = true;
-            break;
-        case 's':
-            if (parse_arg(optarg, &o->pattern_offset) < 0) {
-                return -EINVAL;
-            }
-            o->has_pattern_offset = true;
-            break;
-        case 'v':
-            o->verbose = true;
-            break;
-        default:
-            return usage("read");
-        }
-    }
-    return 0;
+    return sio_parse_xfer_opts(argc, argv, "bCl:pP:qs:v", "read", &o->x, read_extra_opt, o);
 }
 
 static int read_f(Sio *s, int argc, char **argv)
@@ -131,17 +81,17 @@ static int read_f(Sio *s, int argc, char **argv)
         return ret;
     }
     if (optind != argc - 2) {
-        return usage("read");
+        return sio_usage("read");
     }
-    if (parse_arg(argv[optind], &offset) < 0 || parse_arg(argv[optind + 1], &count) < 0) {
+    if (sio_parse_arg(argv[optind], &offset) < 0 || sio_parse_arg(argv[optind + 1], &count) < 0) {
         return -EINVAL;
     }
     if (count > SIO_MAX_REQUEST) {
         printf("length cannot exceed %lld, given %s\n", SIO_MAX_REQUEST, argv[optind + 1]);
         return -EINVAL;
     }
-    if (o.pattern < 0 && (o.has_pattern_offset || o.has_pattern_count)) {
-        return usage("read");
+    if (o.x.pattern < 0 && (o.has_pattern_offset || o.has_pattern_count)) {
+        return sio_usage("read");
     }
     if (!o.has_pattern_count) {
         o.pattern_count = count - o.pattern_offset;
@@ -154,7 +104,7 @@ static int read_f(Sio *s, int argc, char **argv)
         return -EINVAL;
     }
 
-    uint8_t *buf = sio_buf_alloc(s, count, READ_FILL);
+    uint8_t *buf = sio_buf_alloc(s, count, SIO_READ_FILL);
     int64_t start = aio_clock_ns();
     ret = o.vmstate ? vmstate_rw(s, offset, count, buf, false)
                     : blk_pread(s->blk, offset, count, buf, 0);
@@ -164,17 +114,17 @@ static int read_f(Sio *s, int argc, char **argv)
         goto out;
     }
     ret = 0;
-    if (o.pattern >= 0 && !sio_verify(buf + o.pattern_offset, o.pattern, offset + o.pattern_offset,
-                                      o.pattern_count)) {
+    if (o.x.pattern >= 0 && !sio_verify(buf + o.pattern_offset, o.x.pattern,
+                                        offset + o.pattern_offset, o.pattern_count)) {
         ret = -EINVAL;
     }
-    if (o.quiet) {
+    if (o.x.quiet) {
         goto out;
     }
-    if (o.verbose) {
+    if (o.x.verbose) {
         sio_dump(buf, offset, count);
     }
-    sio_print_report("read", ns, offset, count, 1, o.machine);
+    sio_print_report("read", ns, offset, count, 1, o.x.machine);
 out:
     sio_buf_free(s, buf);
     return ret;
@@ -201,42 +151,22 @@ static void read_help(void)
 
 static int readv_f(Sio *s, int argc, char **argv)
 {
-    bool machine = false, quiet = false, verbose = false;
-    int pattern = -1;
+    SioXferOpts o = {.pattern = -1};
     int64_t offset;
-    int c;
 
-    while ((c = getopt(argc, argv, "CP:qv")) != -1) {
-        switch (c) {
-        case 'C':
-            machine = true;
-            break;
-        case 'P':
-            pattern = sio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'v':
-            verbose = true;
-            break;
-        default:
-            return usage("readv");
-        }
+    if (sio_parse_xfer_opts(argc, argv, "CP:qv", "readv", &o, NULL, NULL) < 0) {
+        return -EINVAL;
     }
     if (optind > argc - 2) {
-        return usage("readv");
+        return sio_usage("readv");
     }
-    if (parse_arg(argv[optind], &offset) < 0) {
+    if (sio_parse_arg(argv[optind], &offset) < 0) {
         return -EINVAL;
     }
 
     IOVector v;
     g_autofree uint8_t *flat = NULL;
-    int64_t total = sio_iov_build(s, &v, argv + optind + 1, argc - optind - 1, READ_FILL);
+    int64_t total = sio_iov_build(s, &v, argv + optind + 1, argc - optind - 1, SIO_READ_FILL);
     if (total < 0) {
         return -EINVAL;
     }
@@ -250,16 +180,16 @@ static int readv_f(Sio *s, int argc, char **argv)
     ret = 0;
     flat = g_malloc(MAX(total, 1));
     iov_to_buf(&v, 0, flat, total);
-    if (pattern >= 0 && !sio_verify(flat, pattern, offset, total)) {
+    if (o.pattern >= 0 && !sio_verify(flat, o.pattern, offset, total)) {
         ret = -EINVAL;
     }
-    if (quiet) {
+    if (o.quiet) {
         goto out;
     }
-    if (verbose) {
+    if (o.verbose) {
         sio_dump(flat, offset, total);
     }
-    sio_print_report("read", ns, offset, total, 1, machine);
+    sio_print_report("read", ns, offset, total, 1, o.machine);
 out:
     sio_iov_free(s, &v);
     return ret;
@@ -281,73 +211,54 @@ static void readv_help(void)
 /* ---- write ---------------------------------------------------------------------------------- */
 
 typedef struct WriteOpts {
-    bool vmstate, compressed, machine, quiet, zeroes;
-    BdrvRequestFlags flags;
-    int pattern; /* -1: no -P */
+    SioXferOpts x;
+    bool vmstate, compressed;
     const char *source;
 } WriteOpts;
 
+static int write_extra_opt(int c, const char *arg, void *opaque)
+{
+    WriteOpts *o = opaque;
+    switch (c) {
+    case 'b':
+        o->vmstate = true;
+        return 0;
+    case 'c':
+        o->compressed = true;
+        return 0;
+    case 'n':
+        o->x.flags |= BDRV_REQ_NO_FALLBACK;
+        return 0;
+    case 'p':
+        return 0; /* accepted and ignored, like qemu-io */
+    case 's':
+        o->source = arg;
+        return 0;
+    default:
+        return -ENOENT;
+    }
+}
+
 static int write_parse(int argc, char **argv, WriteOpts *o)
 {
-    int c;
-    *o = (WriteOpts){.pattern = -1};
-    while ((c = getopt(argc, argv, "bcCfnpP:qs:uz")) != -1) {
-        switch (c) {
-        case 'b':
-            o->vmstate = true;
-            break;
-        case 'c':
-            o->compressed = true;
-            break;
-        case 'C':
-            o->machine = true;
-            break;
-        case 'f':
-            o->flags |= BDRV_REQ_FUA;
-            break;
-        case 'n':
-            o->flags |= BDRV_REQ_NO_FALLBACK;
-            break;
-        case 'p':
-            break; /* accepted and ignored, like qemu-io */
-        case 'P':
-            o->pattern = sio_parse_pattern(optarg);
-            if (o->pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            o->quiet = true;
-            break;
-        case 's':
-            o->source = optarg;
-            break;
-        case 'u':
-            o->flags |= BDRV_REQ_MAY_UNMAP;
-            break;
-        case 'z':
-            o->zeroes = true;
-            break;
-        default:
-            return usage("write");
-        }
-    }
-    return 0;
+    *o = (WriteOpts){.x.pattern = -1};
+    return sio_parse_xfer_opts(argc, argv, "bcCfnpP:qs:uz", "write", &o->x, write_extra_opt, o);
 }
 
 /* The flag combinations qemu-io refuses, with its messages. */
 static int write_check_flags(const WriteOpts *o)
 {
+    const SioXferOpts *x = &o->x;
     const char *msg = NULL;
-    if (o->zeroes + (o->pattern >= 0) + (o->source != NULL) > 1) {
+    if (x->zeroes + (x->pattern >= 0) + (o->source != NULL) > 1) {
         msg = "Only one of -z, -P, and -s can be specified at the same time";
-    } else if ((o->flags & BDRV_REQ_FUA) && (o->vmstate || o->compressed)) {
+    } else if ((x->flags & BDRV_REQ_FUA) && (o->vmstate || o->compressed)) {
         msg = "-f and -b or -c cannot be specified at the same time";
-    } else if ((o->flags & BDRV_REQ_MAY_UNMAP) && !o->zeroes) {
+    } else if ((x->flags & BDRV_REQ_MAY_UNMAP) && !x->zeroes) {
         msg = "-u requires -z to be specified";
-    } else if ((o->flags & BDRV_REQ_NO_FALLBACK) && !o->zeroes) {
+    } else if ((x->flags & BDRV_REQ_NO_FALLBACK) && !x->zeroes) {
         msg = "-n requires -z to be specified";
-    } else if (o->zeroes && o->vmstate) {
+    } else if (x->zeroes && o->vmstate) {
         msg = "-b and -z cannot be specified at the same time";
     }
     if (msg) {
@@ -359,16 +270,16 @@ static int write_check_flags(const WriteOpts *o)
 
 static int write_do(Sio *s, const WriteOpts *o, int64_t offset, int64_t count, void *buf)
 {
-    if (o->zeroes) {
-        return blk_pwrite_zeroes(s->blk, offset, count, o->flags);
+    if (o->x.zeroes) {
+        return blk_pwrite_zeroes(s->blk, offset, count, o->x.flags);
     }
     if (o->vmstate) {
         return vmstate_rw(s, offset, count, buf, true);
     }
     if (o->compressed) {
-        return write_compressed(s, offset, count, buf);
+        return blk_pwrite(s->blk, offset, count, buf, BDRV_REQ_WRITE_COMPRESSED);
     }
-    return blk_pwrite(s->blk, offset, count, buf, o->flags);
+    return blk_pwrite(s->blk, offset, count, buf, o->x.flags);
 }
 
 static int write_f(Sio *s, int argc, char **argv)
@@ -381,13 +292,13 @@ static int write_f(Sio *s, int argc, char **argv)
         return ret;
     }
     if (optind != argc - 2) {
-        return usage("write");
+        return sio_usage("write");
     }
-    if (parse_arg(argv[optind], &offset) < 0 || parse_arg(argv[optind + 1], &count) < 0) {
+    if (sio_parse_arg(argv[optind], &offset) < 0 || sio_parse_arg(argv[optind + 1], &count) < 0) {
         return -EINVAL;
     }
     /* Only a write-zeroes that may not fall back to writing a buffer can be this large. */
-    if (count > SIO_MAX_REQUEST && !(o.flags & BDRV_REQ_NO_FALLBACK)) {
+    if (count > SIO_MAX_REQUEST && !(o.x.flags & BDRV_REQ_NO_FALLBACK)) {
         printf("length cannot exceed %lld without -n, given %s\n", SIO_MAX_REQUEST,
                argv[optind + 1]);
         return -EINVAL;
@@ -397,9 +308,9 @@ static int write_f(Sio *s, int argc, char **argv)
     }
 
     void *buf = NULL;
-    if (!o.zeroes) {
+    if (!o.x.zeroes) {
         buf = o.source ? sio_buf_from_file(s, count, o.source)
-                       : sio_buf_alloc(s, count, o.pattern >= 0 ? o.pattern : WRITE_FILL);
+                       : sio_buf_alloc(s, count, o.x.pattern >= 0 ? o.x.pattern : SIO_WRITE_FILL);
         if (!buf) {
             return -EINVAL;
         }
@@ -411,8 +322,8 @@ static int write_f(Sio *s, int argc, char **argv)
         printf("write failed: %s\n", strerror(-ret));
     } else {
         ret = 0;
-        if (!o.quiet) {
-            sio_print_report("wrote", ns, offset, count, 1, o.machine);
+        if (!o.x.quiet) {
+            sio_print_report("wrote", ns, offset, count, 1, o.x.machine);
         }
     }
     sio_buf_free(s, buf);
@@ -443,54 +354,33 @@ static void write_help(void)
 
 static int writev_f(Sio *s, int argc, char **argv)
 {
-    bool machine = false, quiet = false;
-    BdrvRequestFlags flags = 0;
-    int pattern = WRITE_FILL;
+    SioXferOpts o = {.pattern = SIO_WRITE_FILL};
     int64_t offset;
-    int c;
 
-    while ((c = getopt(argc, argv, "CfqP:")) != -1) {
-        switch (c) {
-        case 'C':
-            machine = true;
-            break;
-        case 'f':
-            flags |= BDRV_REQ_FUA;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'P':
-            pattern = sio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        default:
-            return usage("writev");
-        }
+    if (sio_parse_xfer_opts(argc, argv, "CfqP:", "writev", &o, NULL, NULL) < 0) {
+        return -EINVAL;
     }
     if (optind > argc - 2) {
-        return usage("writev");
+        return sio_usage("writev");
     }
-    if (parse_arg(argv[optind], &offset) < 0) {
+    if (sio_parse_arg(argv[optind], &offset) < 0) {
         return -EINVAL;
     }
 
     IOVector v;
-    int64_t total = sio_iov_build(s, &v, argv + optind + 1, argc - optind - 1, pattern);
+    int64_t total = sio_iov_build(s, &v, argv + optind + 1, argc - optind - 1, o.pattern);
     if (total < 0) {
         return -EINVAL;
     }
     int64_t start = aio_clock_ns();
-    int ret = blk_pwritev(s->blk, offset, total, &v, flags);
+    int ret = blk_pwritev(s->blk, offset, total, &v, o.flags);
     int64_t ns = aio_clock_ns() - start;
     if (ret < 0) {
         printf("writev failed: %s\n", strerror(-ret));
     } else {
         ret = 0;
-        if (!quiet) {
-            sio_print_report("wrote", ns, offset, total, 1, machine);
+        if (!o.quiet) {
+            sio_print_report("wrote", ns, offset, total, 1, o.machine);
         }
     }
     sio_iov_free(s, &v);

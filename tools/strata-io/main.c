@@ -44,7 +44,7 @@ static void print_usage(void)
            "                       commands from stdin\n"
            "  -f, --format FMT     image format (probed when absent)\n"
            "  -r, --read-only      open read-only\n"
-           "  -s, --snapshot       snapshot mode (not supported yet)\n"
+           "  -s, --snapshot       writes go to a temporary overlay; the image is unchanged\n"
            "  -n, --nocache        bypass the host page cache (same as -t none)\n"
            "  -C, --copy-on-read   copy data read from backing files into the image\n"
            "  -m, --misalign       misalign data buffers, to exercise bounce buffers\n"
@@ -228,10 +228,6 @@ static bool open_image(Sio *s, MainOpts *o, const char *file)
     int flags =
         o->flags | (o->readonly ? 0 : BDRV_O_RDWR) | (o->force_share ? BDRV_O_FORCE_SHARE : 0);
 
-    if (o->snapshot) {
-        sio_error("-s (snapshot) needs a qcow2 overlay, which strata-io cannot create yet");
-        return false;
-    }
     if (o->image_opts) {
         opts = opts_new();
         if (!opts_parse_kv(opts, file, NULL, &err)) {
@@ -244,7 +240,7 @@ static bool open_image(Sio *s, MainOpts *o, const char *file)
         opts = opts_new();
         opts_set(opts, "driver", o->format);
     }
-    return sio_open(s, name, opts, flags, o->writethrough, o->aio);
+    return sio_open(s, name, opts, flags, o->writethrough, o->aio, o->snapshot);
 }
 
 int main(int argc, char **argv)

@@ -39,3 +39,8 @@ int sio_get_info(BlockDriverState *bs, int *cluster_size, int64_t *vm_state_offs
     *vm_state_offset = bdi.vm_state_offset;
     return 0;
 }
+
+int sio_node_flags(BlockDriverState *bs)
+{
+    return bs->open_flags;
+}

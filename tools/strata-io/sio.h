@@ -119,6 +119,41 @@ void sio_iov_free(Sio *s, IOVector *v);
 /* Prints "strata-io: " and the formatted message to stderr. */
 void sio_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
+/* ---- sio-xfer.c: options shared by the data commands ---- */
+
+/* qemu-io's default buffer contents: reads 0xab (so that a short read shows), writes 0xcd. */
+#define SIO_READ_FILL  0xab
+#define SIO_WRITE_FILL 0xcd
+
+typedef struct SioXferOpts {
+    bool machine;           /* -C */
+    bool quiet;             /* -q */
+    bool verbose;           /* -v */
+    bool zeroes;            /* -z */
+    BdrvRequestFlags flags; /* -f: FUA, -u: MAY_UNMAP */
+    int pattern;            /* -P byte; set the default (-1: none) before parsing */
+} SioXferOpts;
+
+/*
+ * A command's own option letter @c (with @arg for those that take one).
+ * Returns 0, -ENOENT for a letter it does not know (usage is printed), or
+ * another negative errno after printing why.
+ */
+typedef int SioXferExtraOpt(int c, const char *arg, void *opaque);
+
+/*
+ * Runs getopt over @argv with @optstring, filling @o for the shared
+ * letters and calling @extra (may be NULL) for the others.  Returns 0,
+ * 1 when -i was seen (the parse stops there), or -EINVAL after printing
+ * the error or @cmd's usage.  optind is left after the last option.
+ */
+int sio_parse_xfer_opts(int argc, char **argv, const char *optstring, const char *cmd,
+                        SioXferOpts *o, SioXferExtraOpt *extra, void *opaque);
+/* Prints @name's usage line; returns -EINVAL. */
+int sio_usage(const char *name);
+/* Parses an offset or length argument into *out; prints the error itself (-EINVAL). */
+int sio_parse_arg(const char *str, int64_t *out);
+
 /* ---- sio-block.c: what the tool needs beyond the BlockBackend API ---- */
 
 /* True when @driver names a protocol driver ("file", "null-co"). */
@@ -130,15 +165,42 @@ bool sio_parse_cache_mode(const char *mode, int *flags, bool *writethrough);
  * format details report zeroes, as qemu-io shows for raw and file.
  */
 int sio_get_info(BlockDriverState *bs, int *cluster_size, int64_t *vm_state_offset);
+/* The node's open flags (BDRV_O_*), as a reopen left them. */
+int sio_node_flags(BlockDriverState *bs);
+
+/* ---- sio-info.c ---- */
+
+/*
+ * "format name: ..." as qemu-io prints it: the format name, then the
+ * protocol name when the driver has one (so "file" shows twice).
+ */
+void sio_print_format_name(BlockDriverState *bs);
+/*
+ * Prints "Format specific information:" and the driver's details in
+ * qemu-io's layout, or nothing when the driver has none.  Returns 0, or
+ * -EIO after printing why the driver could not tell.
+ */
+int sio_print_specific_info(BlockDriverState *bs);
+
+/* ---- sio-snapshot.c ---- */
+
+/*
+ * A temporary qcow2 overlay (its file already unlinked) whose backing
+ * node is @base, writable when @flags has BDRV_O_RDWR.  Returns a new
+ * reference, or NULL.  The caller keeps its own reference to @base.
+ */
+BlockDriverState *sio_snapshot_overlay(BlockDriverState *base, int flags, GError **errp);
 
 /* ---- cmd-open.c ---- */
 
 /*
  * Opens an image as the current one.  @opts (consumed, may be NULL) are
- * block options; @aio ("threads"...) may be NULL.  Prints why it failed.
+ * block options; @aio ("threads"...) may be NULL.  With @snapshot, the
+ * image is opened read-only under a temporary overlay that takes the
+ * writes (sio-snapshot.c).  Prints why it failed.
  */
 bool sio_open(Sio *s, const char *name, GHashTable *opts, int flags, bool writethrough,
-              const char *aio);
+              const char *aio, bool snapshot);
 /* Waits for the aio requests still in flight, then closes the image. */
 void sio_close(Sio *s);
 /* -d values: ignore/off clear BDRV_O_UNMAP, unmap/on set it; false for anything else. */
