@@ -1074,7 +1074,7 @@ static int zero_edit(BlockDriverState *bs, ClusterEdit *ed, uint64_t a, uint64_t
     bool ours = qcow2_entry_has_host(s, e) && (e & QCOW2_OFLAG_COPIED);
     bool owns = qcow2_entry_has_host(s, e) || (e & QCOW2_OFLAG_COMPRESSED);
 
-    if (e == 0 && ed->bitmap == 0 && !bs->backing_file) {
+    if (e == 0 && ed->bitmap == 0 && !qcow2_has_backing(bs)) {
         return 0; /* unallocated without a backing file already reads as zeroes */
     }
     if (!s->extended_l2 || (a == 0 && b == s->cluster_size)) {
@@ -1118,7 +1118,7 @@ static int discard_edit(BlockDriverState *bs, ClusterEdit *ed, uint64_t a, uint6
     BDRVQcow2State *s = bs->opaque;
     uint64_t e = ed->entry;
     /* A guest discard should read back as zeroes, not as the backing file, where we can. */
-    bool zero = !full && s->version >= 3 && bs->backing_file;
+    bool zero = !full && s->version >= 3 && qcow2_has_backing(bs);
 
     ed->free_old = qcow2_entry_has_host(s, e) || (e & QCOW2_OFLAG_COMPRESSED);
     if (s->extended_l2) {
@@ -1146,7 +1146,7 @@ int coroutine_fn qcow2_discard_clusters(BlockDriverState *bs, uint64_t offset, u
      * A guest discard may read back as anything, but a full one (emptying the
      * image after a commit) must show the old data or the backing file.
      */
-    return edit_clusters(bs, offset, bytes, discard_edit, full, true, full && bs->backing_file);
+    return edit_clusters(bs, offset, bytes, discard_edit, full, true, full && qcow2_has_backing(bs));
 }
 
 int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t end)

@@ -544,6 +544,16 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb);
  * reference.  Returns the byte offset or -errno.  Under s->lock.
  */
 int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, uint64_t size);
+
+/*
+ * Whether unallocated clusters may read as something other than zeroes: the
+ * header names a backing file, or a backing node was attached by reference
+ * (a temporary overlay, a job's target) without one being named.
+ */
+static inline bool qcow2_has_backing(BlockDriverState *bs)
+{
+    return bs->backing != NULL || bs->backing_file != NULL;
+}
 /*
  * Drops one reference to each cluster of [@offset, @offset + @size).  The
  * caller made sure nothing on disk points there any more (or ordered the

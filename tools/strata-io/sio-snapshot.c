@@ -58,17 +58,5 @@ BlockDriverState *sio_snapshot_overlay(BlockDriverState *base, int flags, GError
     int oflags = (flags & (BDRV_O_RDWR | BDRV_O_UNMAP)) | BDRV_O_NO_FLUSH;
     BlockDriverState *top = bdrv_open(path, opts, oflags, errp);
     unlink(path);
-    if (top) {
-        /*
-         * The header names no backing file, but the driver must know there
-         * is one: qcow2 decides from bs->backing_file whether unallocated
-         * clusters read as zeroes (write -z, discard).  QEMU records the
-         * attached node's name there too.
-         */
-        g_free(top->backing_file);
-        g_free(top->backing_format);
-        top->backing_file = g_strdup(base->filename);
-        top->backing_format = g_strdup(bdrv_get_format_name(base));
-    }
     return top;
 }
