@@ -115,4 +115,13 @@ void bdrv_drain_all_end(void);
 /* Begin + end: waits for everything in flight now. */
 void bdrv_drain_all(void);
 
+/*
+ * Format-specific information (block/info-dump.c): the driver's a{sv}
+ * dictionary with keys in QEMU's order (a new reference), or NULL when the
+ * driver has nothing to say or fails (then *errp is set).  The dump appends
+ * the human layout qemu-img info and qemu-io info share.
+ */
+GVariant *bdrv_get_specific_info(BlockDriverState *bs, GError **errp);
+void bdrv_specific_info_dump(GString *out, GVariant *dict, int indent);
+
 #endif /* STRATA_BLOCK_GLOBAL_STATE_H */

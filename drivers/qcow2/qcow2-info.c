@@ -76,14 +76,15 @@ GVariant *qcow2_get_specific_info(BlockDriverState *bs, GError **errp)
     BDRVQcow2State *s = bs->opaque;
     GVariantBuilder b;
 
+    /* Keys in the order qemu-img and qemu-io print them (both layouts follow it). */
     g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
     g_variant_builder_add(&b, "{sv}", "compat",
                           g_variant_new_string(s->version >= 3 ? "1.1" : "0.10"));
     g_variant_builder_add(
         &b, "{sv}", "compression-type",
         g_variant_new_string(s->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib"));
-    g_variant_builder_add(&b, "{sv}", "refcount-bits", g_variant_new_int32(s->refcount_bits));
     if (s->version < 3) {
+        g_variant_builder_add(&b, "{sv}", "refcount-bits", g_variant_new_int32(s->refcount_bits));
         return g_variant_builder_end(&b);
     }
     /* The header's bit, not s->lazy_refcounts (which is off for read-only opens). */
@@ -99,6 +100,7 @@ GVariant *qcow2_get_specific_info(BlockDriverState *bs, GError **errp)
     if (bitmaps) {
         g_variant_builder_add(&b, "{sv}", "bitmaps", bitmaps);
     }
+    g_variant_builder_add(&b, "{sv}", "refcount-bits", g_variant_new_int32(s->refcount_bits));
     if (s->data_file_name) {
         g_variant_builder_add(&b, "{sv}", "data-file", g_variant_new_string(s->data_file_name));
     }

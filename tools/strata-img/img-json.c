@@ -169,7 +169,7 @@ void img_json_quote(GString *out, const char *s)
 }
 
 /* Scalars as JSON text; false for containers. */
-static bool img_variant_scalar(GString *out, GVariant *v, bool json)
+static bool img_variant_scalar(GString *out, GVariant *v)
 {
     switch (g_variant_classify(v)) {
     case G_VARIANT_CLASS_BOOLEAN:
@@ -202,11 +202,7 @@ static bool img_variant_scalar(GString *out, GVariant *v, bool json)
     case G_VARIANT_CLASS_STRING:
     case G_VARIANT_CLASS_OBJECT_PATH:
     case G_VARIANT_CLASS_SIGNATURE:
-        if (json) {
-            img_json_quote(out, g_variant_get_string(v, NULL));
-        } else {
-            g_string_append(out, g_variant_get_string(v, NULL));
-        }
+        img_json_quote(out, g_variant_get_string(v, NULL));
         return true;
     default:
         return false;
@@ -256,51 +252,6 @@ void img_json_variant(ImgJson *j, const char *key, GVariant *v)
         img_json_end_array(j);
     } else {
         img_json_member(j, key);
-        img_variant_scalar(j->out, v, true);
-    }
-}
-
-static void img_dump_human_value(GString *out, const char *label, GVariant *v, int indent);
-
-/* Items of an array: "[i]: value" or "[i]:" and the item below. */
-static void img_dump_human_array(GString *out, GVariant *arr, int indent)
-{
-    for (gsize i = 0; i < g_variant_n_children(arr); i++) {
-        g_autoptr(GVariant) item = g_variant_get_child_value(arr, i);
-        g_autofree char *label = g_strdup_printf("[%zu]", (size_t)i);
-        img_dump_human_value(out, label, item, indent);
-    }
-}
-
-static void img_dump_human_value(GString *out, const char *label, GVariant *v, int indent)
-{
-    g_autoptr(GVariant) val = g_variant_ref(v);
-    while (g_variant_is_of_type(val, G_VARIANT_TYPE_VARIANT)) {
-        GVariant *inner = g_variant_get_variant(val);
-        g_variant_unref(val);
-        val = inner;
-    }
-    g_string_append_printf(out, "%*s%s:", indent, "", label);
-    if (img_variant_is_dict(val)) {
-        g_string_append_c(out, '\n');
-        img_dump_variant_human(out, val, indent + 4);
-    } else if (g_variant_is_container(val)) {
-        g_string_append_c(out, '\n');
-        img_dump_human_array(out, val, indent + 4);
-    } else {
-        g_string_append_c(out, ' ');
-        img_variant_scalar(out, val, false);
-        g_string_append_c(out, '\n');
-    }
-}
-
-void img_dump_variant_human(GString *out, GVariant *dict, int indent)
-{
-    for (gsize i = 0; i < g_variant_n_children(dict); i++) {
-        g_autoptr(GVariant) entry = g_variant_get_child_value(dict, i);
-        const char *key;
-        g_autoptr(GVariant) val = img_variant_entry(entry, &key);
-        g_autofree char *label = g_strdelimit(g_strdup(key), "-", ' ');
-        img_dump_human_value(out, label, val, indent);
+        img_variant_scalar(j->out, v);
     }
 }

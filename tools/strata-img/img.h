@@ -178,12 +178,6 @@ void img_json_variant(ImgJson *j, const char *key, GVariant *v);
 /* Appends @s to @out as a JSON string literal, quotes included. */
 void img_json_quote(GString *out, const char *s);
 
-/*
- * qemu-img's human dump of a format-specific tree: "key: value" lines
- * with '-' in keys shown as ' ', nested objects and arrays indented by
- * four more spaces, array items as "[i]:".
- */
-void img_dump_variant_human(GString *out, GVariant *dict, int indent);
 
 /* ---- what the library does not offer yet (img-driver.c) -------------------------------------- */
 
@@ -193,11 +187,6 @@ bool img_bdrv_create(BlockDriver *drv, const char *filename, GHashTable *options
 /* bdrv_get_info: the driver's get_info, or what qemu-img shows for raw. -ENOTSUP when neither. */
 int img_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
 
-/*
- * Format-specific details as an a{sv} GVariant (keys in qemu-img's order),
- * or NULL when the driver has none.  Caller unrefs.
- */
-GVariant *img_get_specific_info(BlockDriverState *bs);
 
 /* "Snapshot list:" and the table of @n snapshots, as info and snapshot -l print it. */
 struct BdrvSnapshotInfo;
