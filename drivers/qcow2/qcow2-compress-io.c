@@ -33,6 +33,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "aio/thread-pool.h"
@@ -90,15 +91,21 @@ struct CompressBatch {
 /* n * log2(n) for the byte counts of one slice. */
 static float probe_nlogn[PROBE_SLICE + 1];
 
+static void probe_fill_table(void)
+{
+    for (int n = 1; n <= PROBE_SLICE; n++) {
+        probe_nlogn[n] = (float)(n * log2(n));
+    }
+}
+
+/*
+ * pthread_once rather than g_once_init_enter: glib is not built with TSan,
+ * so TSan would not see the ordering its atomics give and report a race.
+ */
 static void probe_init(void)
 {
-    static gsize done;
-    if (g_once_init_enter(&done)) {
-        for (int n = 1; n <= PROBE_SLICE; n++) {
-            probe_nlogn[n] = (float)(n * log2(n));
-        }
-        g_once_init_leave(&done, 1);
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, probe_fill_table);
 }
 
 /* Bits that coding each byte of an @n-byte slice by its frequency takes. */
