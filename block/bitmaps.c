@@ -3,6 +3,8 @@
  * arguments and routes each operation to the format driver's bitmap_ops
  * inside a drained section of the node (and of the merge source).
  */
+#include <string.h>
+
 #include "block/bitmaps.h"
 #include "block/block-int.h"
 
@@ -150,5 +152,121 @@ bool bdrv_bitmap_merge(BlockDriverState *bs, const char *dst_name, BlockDriverSt
     bdrv_drained_begin(bs);
     bool ok = ops->merge(bs, dst_name, bits, nbits, gran, errp);
     bdrv_drained_end(bs);
+    return ok;
+}
+
+bool bdrv_bitmap_supported(BlockDriverState *bs)
+{
+    GLOBAL_STATE_CODE();
+    return bs->drv && bs->drv->bitmap_ops &&
+           (!bs->drv->bitmap_ops->supported || bs->drv->bitmap_ops->supported(bs));
+}
+
+bool bdrv_check_persistent_bitmaps(BlockDriverState *src, bool skip_broken, GPtrArray *skipped,
+                                   GError **errp)
+{
+    BdrvBitmapInfo *list;
+    int n;
+
+    GLOBAL_STATE_CODE();
+    if (!bdrv_bitmap_supported(src)) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOSYS, "Source lacks bitmap support");
+        return false;
+    }
+    if (!bdrv_bitmap_list(src, &list, &n, errp)) {
+        return false;
+    }
+    bool ok = true;
+    /* qemu walks its in-memory list, which holds the directory backwards. */
+    for (int i = n - 1; i >= 0 && ok; i--) {
+        if (!list[i].in_use) {
+            continue;
+        }
+        if (!skip_broken) {
+            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                        "Cannot copy inconsistent bitmap '%s'", list[i].name);
+            ok = false;
+        } else if (skipped) {
+            g_ptr_array_add(skipped, g_strdup(list[i].name));
+        }
+    }
+    bdrv_bitmap_list_free(list, n);
+    return ok;
+}
+
+/* Creates bitmap @bm in @dst and ORs the bits of @src's bitmap of that name into it. */
+static bool copy_one_bitmap(BlockDriverState *src, BlockDriverState *dst, const BdrvBitmapInfo *bm,
+                            GError **errp)
+{
+    GError *err = NULL;
+
+    if (!bdrv_bitmap_add(dst, bm->name, bm->granularity, bm->enabled, &err)) {
+        g_set_error(errp, err->domain, err->code, "Failed to create bitmap %s: %s", bm->name,
+                    err->message);
+        g_error_free(err);
+        return false;
+    }
+    if (!bdrv_bitmap_merge(dst, bm->name, src, bm->name, &err)) {
+        g_set_error(errp, err->domain, err->code, "Failed to populate bitmap %s: %s", bm->name,
+                    err->message);
+        g_error_free(err);
+        bdrv_bitmap_remove(dst, bm->name, NULL);
+        return false;
+    }
+    return true;
+}
+
+bool bdrv_copy_persistent_bitmaps(BlockDriverState *src, BlockDriverState *dst, bool skip_broken,
+                                  GError **errp)
+{
+    BdrvBitmapInfo *list, *have;
+    int n, nhave;
+
+    GLOBAL_STATE_CODE();
+    if (!bdrv_check_persistent_bitmaps(src, skip_broken, NULL, errp) ||
+        !bdrv_bitmap_list(src, &list, &n, errp)) {
+        return false;
+    }
+    if (!bdrv_bitmap_list(dst, &have, &nhave, errp)) {
+        bdrv_bitmap_list_free(list, n);
+        return false;
+    }
+    /*
+     * qemu adds them last first, so the first name @dst already has, in
+     * that order, is the one it reports; it then writes the directory
+     * first to last.  Both come out the same when we look first and add
+     * in directory order.
+     */
+    bool ok = true;
+    int64_t src_len = bdrv_getlength(src), dst_len = bdrv_getlength(dst);
+    for (int i = n - 1; i >= 0 && ok; i--) {
+        if (list[i].in_use) {
+            continue;
+        }
+        for (int k = 0; k < nhave && ok; k++) {
+            if (!strcmp(have[k].name, list[i].name)) {
+                g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST,
+                            "Failed to create bitmap %s: Bitmap already exists: %s", list[i].name,
+                            list[i].name);
+                ok = false;
+            }
+        }
+        /* qemu merges only bitmaps of one disk size (a larger -n target fails). */
+        if (ok && src_len != dst_len) {
+            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                        "Failed to populate bitmap %s: Bitmaps are of different sizes "
+                        "(destination size is %" G_GINT64_FORMAT
+                        ", source size is %" G_GINT64_FORMAT ") and can't be merged",
+                        list[i].name, dst_len, src_len);
+            ok = false;
+        }
+    }
+    for (int i = 0; i < n && ok; i++) {
+        if (!list[i].in_use) {
+            ok = copy_one_bitmap(src, dst, &list[i], errp);
+        }
+    }
+    bdrv_bitmap_list_free(have, nhave);
+    bdrv_bitmap_list_free(list, n);
     return ok;
 }

@@ -48,6 +48,8 @@ typedef struct BdrvBitmapOps {
      */
     bool (*merge)(BlockDriverState *bs, const char *name, const uint8_t *bits, uint64_t nbits,
                   uint32_t granularity, GError **errp);
+    /* Whether this image can hold persistent bitmaps at all (qcow2: v3 only). */
+    bool (*supported)(BlockDriverState *bs);
 } BdrvBitmapOps;
 
 /* The granularity qemu-img picks when none is given: the cluster size within [4k, 64k]. */
@@ -68,5 +70,30 @@ bool bdrv_bitmap_merge(BlockDriverState *bs, const char *dst_name, BlockDriverSt
 /* The bits of bitmap @name (see BdrvBitmapOps.read). */
 bool bdrv_bitmap_read(BlockDriverState *bs, const char *name, uint8_t **bits, uint64_t *nbits,
                       uint32_t *granularity, GError **errp);
+
+/* Whether @bs can hold persistent bitmaps (qemu's bdrv_supports_persistent_dirty_bitmap). */
+bool bdrv_bitmap_supported(BlockDriverState *bs);
+
+/*
+ * What qemu-img convert --bitmaps checks on its source before it creates the
+ * target: false with "Source lacks bitmap support" when @src cannot hold
+ * bitmaps, or, unless @skip_broken, with "Cannot copy inconsistent bitmap
+ * 'NAME'" (G_FILE_ERROR_INVAL) for the first in-use bitmap in qemu-img's
+ * order (last in the directory first).  With @skip_broken and @skipped not
+ * NULL, the in-use bitmaps' names are appended to @skipped in that order.
+ */
+bool bdrv_check_persistent_bitmaps(BlockDriverState *src, bool skip_broken, GPtrArray *skipped,
+                                   GError **errp);
+/*
+ * Copies every persistent bitmap of @src into @dst: same name,
+ * granularity, enabled state and bits; in-use ones are skipped with
+ * @skip_broken and fail the copy without it.  @dst must not have bitmaps of
+ * these names ("Failed to create bitmap NAME: Bitmap already exists:
+ * NAME").  A bitmap that cannot be filled is removed again ("Failed to
+ * populate bitmap NAME: ...").  Call it after the data is copied: enabled
+ * bitmaps of @dst track writes from their creation on.
+ */
+bool bdrv_copy_persistent_bitmaps(BlockDriverState *src, BlockDriverState *dst, bool skip_broken,
+                                  GError **errp);
 
 #endif /* STRATA_BLOCK_BITMAPS_H */

@@ -178,3 +178,65 @@ bool bdrv_snapshot_delete(BlockDriverState *bs, const char *id_or_name, GError *
     bdrv_snapshot_info_clear(&sn);
     return ok;
 }
+
+bool bdrv_snapshot_load_tmp(BlockDriverState *bs, const char *snapshot_id, const char *name,
+                            GError **errp)
+{
+    BdrvSnapshotInfo *list;
+    int n, found = -1;
+
+    GLOBAL_STATE_CODE();
+    /* qemu's order of checks, so that qemu-img's messages come out the same. */
+    if (!snapshot_id && !name) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "snapshot_id and name are both NULL");
+        return false;
+    }
+    if (!bdrv_is_read_only(bs)) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "Device is not readonly");
+        return false;
+    }
+    if (!bs->drv || !bs->drv->snapshot_ops || !bs->drv->snapshot_ops->load_tmp) {
+        /* qemu-img's devices have no name: it prints '' too. */
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
+                    "Block format '%s' used by device '' does not support temporarily loading "
+                    "internal snapshots",
+                    bs->drv ? bs->drv->format_name : "(none)");
+        return false;
+    }
+    if (!bdrv_snapshot_list(bs, &list, &n, errp)) {
+        return false;
+    }
+    for (int i = 0; i < n && found < 0; i++) {
+        if ((!snapshot_id || !strcmp(list[i].id, snapshot_id)) &&
+            (!name || !strcmp(list[i].name, name))) {
+            found = i;
+        }
+    }
+    bool ok = false;
+    if (found < 0) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOENT, "Can't find snapshot");
+    } else {
+        bdrv_drained_begin(bs);
+        ok = bs->drv->snapshot_ops->load_tmp(bs, list[found].id, errp);
+        bdrv_drained_end(bs);
+    }
+    bdrv_snapshot_list_free(list, n);
+    return ok;
+}
+
+bool bdrv_snapshot_load_tmp_by_id_or_name(BlockDriverState *bs, const char *id_or_name,
+                                          GError **errp)
+{
+    GError *err = NULL;
+
+    GLOBAL_STATE_CODE();
+    if (bdrv_snapshot_load_tmp(bs, id_or_name, NULL, &err)) {
+        return true;
+    }
+    if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    g_error_free(err);
+    return bdrv_snapshot_load_tmp(bs, NULL, id_or_name, errp);
+}

@@ -38,6 +38,11 @@ typedef struct BdrvSnapshotOps {
     bool (*go_to)(BlockDriverState *bs, const char *id, GError **errp);
     /* Deletes snapshot @id, freeing what only it used. */
     bool (*delete)(BlockDriverState *bs, const char *id, GError **errp);
+    /*
+     * Reads show snapshot @id's disk from now until the node is closed; the
+     * node is read-only and nothing is written.  Optional.
+     */
+    bool (*load_tmp)(BlockDriverState *bs, const char *id, GError **errp);
 } BdrvSnapshotOps;
 
 /* True when @bs's driver has internal snapshots. */
@@ -65,5 +70,21 @@ void bdrv_snapshot_info_clear(BdrvSnapshotInfo *sn);
 bool bdrv_snapshot_goto(BlockDriverState *bs, const char *id_or_name, GError **errp);
 /* Deletes the snapshot with this ID or name (qemu-img snapshot -d). */
 bool bdrv_snapshot_delete(BlockDriverState *bs, const char *id_or_name, GError **errp);
+
+/*
+ * Makes the read-only node @bs show, until it is closed, the disk as it was
+ * in the snapshot with ID @snapshot_id and name @name (either may be NULL,
+ * not both; both given must name the same snapshot), without writing to
+ * the image (qemu-img convert -l).  The virtual size stays the current one,
+ * as in QEMU: what lies past the snapshot's disk reads as unallocated.  The
+ * node must stay read-only afterwards.  Errors carry qemu-img's words:
+ * "Can't find snapshot" (G_FILE_ERROR_NOENT), "Block format '...' used by
+ * device '' does not support temporarily loading internal snapshots".
+ */
+bool bdrv_snapshot_load_tmp(BlockDriverState *bs, const char *snapshot_id, const char *name,
+                            GError **errp);
+/* The same with one string tried as an ID, then as a name (qemu-img convert -l NAME). */
+bool bdrv_snapshot_load_tmp_by_id_or_name(BlockDriverState *bs, const char *id_or_name,
+                                          GError **errp);
 
 #endif /* STRATA_BLOCK_SNAPSHOT_H */

@@ -347,6 +347,12 @@ static bool qcow2_bitmap_merge(BlockDriverState *bs, const char *name, const uin
                                         .errp = errp});
 }
 
+static bool qcow2_bitmap_supported(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    return s->version >= 3; /* the bitmaps extension needs v3 */
+}
+
 const BdrvBitmapOps qcow2_bitmap_ops = {
     .list = qcow2_bitmap_list,
     .add = qcow2_bitmap_add,
@@ -355,4 +361,5 @@ const BdrvBitmapOps qcow2_bitmap_ops = {
     .set_enabled = qcow2_bitmap_set_enabled,
     .read = qcow2_bitmap_read,
     .merge = qcow2_bitmap_merge,
+    .supported = qcow2_bitmap_supported,
 };

@@ -21,6 +21,8 @@
  *    L2 table it names is then shared with the snapshot, so the new active
  *    L1 has no COPIED flag.
  *  - Extra data we do not know is kept and written back unchanged.
+ *  - A temporary load (qemu-img convert -l) only swaps the in-memory L1
+ *    table of a read-only node; nothing on disk changes.
  *
  * Locking: open runs before any request; the operations run in the main
  * loop with the node drained, under s->lock.
@@ -730,6 +732,40 @@ static void coroutine_fn delete_locked(SnapCo *c)
     }
 }
 
+/*
+ * Under s->lock.  Switches the in-memory active L1 table to the
+ * snapshot's, as qemu's temporary load does: the node is read-only, so
+ * the active table on disk is never written from this copy.  The virtual
+ * size is kept (qemu-img convert -l copies the current size): guest
+ * offsets past the snapshot's L1 table read as unallocated.
+ */
+static void coroutine_fn load_tmp_locked(SnapCo *c)
+{
+    BlockDriverState *bs = c->bs;
+    BDRVQcow2State *s = bs->opaque;
+    int idx = find_by_id(s, c->id);
+    uint64_t *sn_l1 = NULL;
+
+    if (!bdrv_is_read_only(bs)) {
+        SNAP_FAIL(c, -EINVAL, "Device is not readonly");
+    }
+    if (idx < 0) {
+        SNAP_FAIL(c, -ENOENT, "Can't find snapshot");
+    }
+    Qcow2Snapshot sn = s->snapshots[idx];
+    c->ret = read_snapshot_l1(bs, &sn, &sn_l1);
+    if (c->ret < 0) {
+        g_free(sn_l1);
+        SNAP_FAIL(c, c->ret, "Failed to read l1 table for snapshot");
+    }
+    g_free(s->l1_table);
+    s->l1_table = sn_l1;
+    s->l1_size = sn.l1_size;
+    s->l1_table_offset = sn.l1_table_offset;
+    /* The index of active metadata follows the tables reads now go through. */
+    qcow2_overlap_invalidate(s, QCOW2_OL_ACTIVE_L1 | QCOW2_OL_ACTIVE_L2);
+}
+
 typedef void coroutine_fn SnapFn(SnapCo *c);
 
 typedef struct SnapRun {
@@ -771,6 +807,11 @@ static bool qcow2_snapshot_delete(BlockDriverState *bs, const char *id, GError *
     return snap_run(delete_locked, bs, NULL, id, errp);
 }
 
+static bool qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id, GError **errp)
+{
+    return snap_run(load_tmp_locked, bs, NULL, id, errp);
+}
+
 static bool qcow2_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list, int *count,
                                 GError **errp)
 {
@@ -799,4 +840,5 @@ const BdrvSnapshotOps qcow2_snapshot_ops = {
     .list = qcow2_snapshot_list,
     .go_to = qcow2_snapshot_goto,
     .delete = qcow2_snapshot_delete,
+    .load_tmp = qcow2_snapshot_load_tmp,
 };

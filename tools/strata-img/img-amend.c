@@ -6,7 +6,9 @@
  * drivers/qcow2/qcow2-amend.c).
  *
  * The amendable options are listed here per format, as the creation
- * options are in img-create-opts.c, until the block layer has such tables.
+ * options are in img-create-opts.c, until the block layer has such tables;
+ * those that are creation options too come from the creation table (as
+ * qcow2's QCOW_COMMON_OPTIONS serve both lists in QEMU).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -14,21 +16,19 @@
 
 #include "tools/strata-img/img.h"
 
+/* The qcow2 creation options that amend takes as well. */
+static const char *const img_qcow2_amend_create_names[] = {
+    "size",          "compat",         "backing_file",  "backing_fmt",       "data_file",
+    "data_file_raw", "lazy_refcounts", "refcount_bits", "encrypt.iter-time",
+};
+
+/* The qcow2 options only amend takes. */
 static const ImgCreateOpt img_qcow2_amend_opts[] = {
-    {"size", IMG_OPT_SIZE, "Virtual disk size"},
-    {"compat", IMG_OPT_STRING, "Compatibility level (v2 [0.10] or v3 [1.1])"},
-    {"backing_file", IMG_OPT_STRING, "File name of a base image"},
-    {"backing_fmt", IMG_OPT_STRING, "Image format of the base image"},
-    {"data_file", IMG_OPT_STRING, "File name of an external data file"},
-    {"data_file_raw", IMG_OPT_BOOL, "The external data file must stay valid as a raw image"},
-    {"lazy_refcounts", IMG_OPT_BOOL, "Postpone refcount updates"},
-    {"refcount_bits", IMG_OPT_NUMBER, "Width of a reference count entry in bits"},
     {"encrypt.new-secret", IMG_OPT_STRING,
      "New secret to set in the matching keyslots. Empty string to erase"},
     {"encrypt.state", IMG_OPT_STRING, "Select new state of affected keyslots (active/inactive)"},
     {"encrypt.keyslot", IMG_OPT_NUMBER, "Select a single keyslot to modify explicitly"},
     {"encrypt.old-secret", IMG_OPT_STRING, "Select all keyslots that match this password"},
-    {"encrypt.iter-time", IMG_OPT_NUMBER, "Time to spend in PBKDF in milliseconds"},
 };
 
 /* The amendable options of @drv (empty when it cannot amend).  Free with g_ptr_array_unref. */
@@ -36,24 +36,17 @@ static GPtrArray *img_amend_opts_for(BlockDriver *drv)
 {
     GPtrArray *list = g_ptr_array_new();
     if (drv->amend && !strcmp(drv->format_name, "qcow2")) {
+        g_autoptr(GPtrArray) create = img_create_opts_for(drv, NULL);
+        for (size_t i = 0; i < G_N_ELEMENTS(img_qcow2_amend_create_names); i++) {
+            const ImgCreateOpt *o = img_create_opt_find(create, img_qcow2_amend_create_names[i]);
+            g_assert(o);
+            g_ptr_array_add(list, (gpointer)o);
+        }
         for (size_t i = 0; i < G_N_ELEMENTS(img_qcow2_amend_opts); i++) {
             g_ptr_array_add(list, (gpointer)&img_qcow2_amend_opts[i]);
         }
     }
     return list;
-}
-
-static gint img_amend_opt_cmp(gconstpointer a, gconstpointer b)
-{
-    return strcmp((*(const ImgCreateOpt *const *)a)->name, (*(const ImgCreateOpt *const *)b)->name);
-}
-
-static const char *img_amend_type_name(ImgOptType t)
-{
-    return t == IMG_OPT_BOOL     ? "bool (on/off)"
-           : t == IMG_OPT_NUMBER ? "num"
-           : t == IMG_OPT_SIZE   ? "size"
-                                 : "str";
 }
 
 /* "-o help": the sorted amendable options of format @fmt.  Returns the exit status. */
@@ -69,13 +62,8 @@ static int img_amend_help(const char *fmt)
         return 1;
     }
     g_autoptr(GPtrArray) list = img_amend_opts_for(drv);
-    g_ptr_array_sort(list, img_amend_opt_cmp);
     printf("Amend options for '%s':\n", fmt);
-    for (guint i = 0; i < list->len; i++) {
-        const ImgCreateOpt *o = g_ptr_array_index(list, i);
-        g_autofree char *head = g_strdup_printf("%s=<%s>", o->name, img_amend_type_name(o->type));
-        printf("  %-22s - %s\n", head, o->help);
-    }
+    img_print_opts_list(list);
     return 0;
 }
 
@@ -146,64 +134,39 @@ static int img_amend_apply(BlockBackend *blk, const char *options, bool force, b
     return 0;
 }
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
+enum { OPT_FORCE = IMG_OPT_LOCAL };
 
 int img_amend(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force", no_argument, NULL, OPT_FORCE},
         {NULL, 0, NULL, 0},
     };
     ImgOpenOptions o = {.writable = true, .resize = true};
     g_autofree char *options = NULL;
     bool progress = false, quiet = false, force = false;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":ho:f:t:pq", longopts, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            img_help();
-            return 0;
         case 'o':
-            if (!img_opt_list_valid(optarg)) {
-                img_error("Invalid option list: %s", optarg);
+            if (!img_opt_list_append(&options, optarg)) {
                 return 1;
             }
-            if (options) {
-                char *joined = g_strconcat(options, ",", optarg, NULL);
-                g_free(options);
-                options = joined;
-            } else {
-                options = g_strdup(optarg);
-            }
-            break;
-        case 'f':
-            o.fmt = optarg;
-            break;
-        case 't':
-            o.cache = optarg;
             break;
         case 'p':
             progress = true;
             break;
-        case 'q':
-            quiet = true;
-            break;
         case OPT_FORCE:
             force = true;
             break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, &quiet, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     if (!options) {
@@ -218,15 +181,14 @@ int img_amend(int argc, char **argv)
         img_error("Expecting one image file name");
         return 1;
     }
-    if (o.cache && !img_cache_mode_valid(o.cache)) {
-        img_error("Invalid cache option: %s", o.cache);
+    if (!img_check_cache_mode(o.cache, "cache")) {
         return 1;
     }
     BlockBackend *blk = img_open(argv[optind], &o, "writeback");
     if (!blk) {
         return 1;
     }
-    int ret = img_amend_apply(blk, options, force, progress && !quiet);
+    ret = img_amend_apply(blk, options, force, progress && !quiet);
     blk_unref(blk);
     return ret;
 }

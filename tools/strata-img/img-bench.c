@@ -198,7 +198,7 @@ static bool bench_run(Bench *b, int depth, IOThread **threads, int nthreads)
     return atomic_load(&b->error) == 0;
 }
 
-enum { OPT_FLUSH_INTERVAL = 256, OPT_NO_DRAIN, OPT_PATTERN, OPT_IMAGE_OPTS, OPT_IOTHREADS };
+enum { OPT_FLUSH_INTERVAL = IMG_OPT_LOCAL, OPT_NO_DRAIN, OPT_PATTERN, OPT_IOTHREADS };
 
 static bool bench_parse_int(const char *arg, int64_t min, int64_t max, int64_t *out, bool sized)
 {
@@ -228,7 +228,7 @@ int img_bench(int argc, char **argv)
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"pattern", required_argument, NULL, OPT_PATTERN},
         {"no-drain", no_argument, NULL, OPT_NO_DRAIN},
         {"iothreads", required_argument, NULL, OPT_IOTHREADS},
@@ -238,7 +238,7 @@ int img_bench(int argc, char **argv)
     Bench b = {.count = 75000, .bufsize = 4096, .drain = true};
     int64_t depth = 64, nthreads = 0, v;
     bool quiet = false;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU", longopts, NULL)) != -1) {
         switch (c) {
@@ -258,9 +258,6 @@ int img_bench(int argc, char **argv)
                 return 1;
             }
             break;
-        case 'f':
-            o.fmt = optarg;
-            break;
         case 'n':
             o.native_aio = true;
             break;
@@ -278,9 +275,6 @@ int img_bench(int argc, char **argv)
                 return 1;
             }
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 's':
             if (!bench_parse_int(optarg, 0, INT_MAX, &b.bufsize, true)) {
                 img_error("Invalid buffer size specified");
@@ -293,15 +287,9 @@ int img_bench(int argc, char **argv)
                 return 1;
             }
             break;
-        case 't':
-            o.cache = optarg;
-            break;
         case 'w':
             b.write = true;
             o.writable = true;
-            break;
-        case 'U':
-            o.force_share = true;
             break;
         case OPT_FLUSH_INTERVAL:
             if (!bench_parse_int(optarg, 0, INT_MAX, &b.flush_interval, false)) {
@@ -319,23 +307,24 @@ int img_bench(int argc, char **argv)
             }
             b.pattern = (int)v;
             break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
         case OPT_IOTHREADS:
             if (!bench_parse_int(optarg, 0, 64, &nthreads, false)) {
                 img_error("Invalid number of IOThreads specified (0 to 64)");
                 return 1;
             }
             break;
-        case ':':
+        case ':': /* bench's own words for getopt's errors */
             img_error("option '%s' requires an argument", argv[optind - 1]);
             img_usage_hint();
             return 1;
-        default:
+        case '?':
             img_error("unrecognized option '%s'", argv[optind - 1]);
             img_usage_hint();
             return 1;
+        default:
+            if (!img_common_opt(c, argv, &o, &quiet, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 1) {

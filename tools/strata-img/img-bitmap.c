@@ -36,9 +36,7 @@ typedef struct ImgBitmapAct {
 } ImgBitmapAct;
 
 enum {
-    OPT_OBJECT = 256,
-    OPT_IMAGE_OPTS,
-    OPT_ADD,
+    OPT_ADD = IMG_OPT_LOCAL,
     OPT_REMOVE,
     OPT_CLEAR,
     OPT_ENABLE,
@@ -199,8 +197,8 @@ int img_bitmap(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"add", no_argument, NULL, OPT_ADD},
         {"remove", no_argument, NULL, OPT_REMOVE},
         {"clear", no_argument, NULL, OPT_CLEAR},
@@ -217,19 +215,13 @@ int img_bitmap(int argc, char **argv)
     g_autoptr(GArray) acts = g_array_new(false, true, sizeof(ImgBitmapAct));
     bool add = false, merge = false;
     int64_t granularity = 0;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":b:f:F:g:h", longopts, NULL)) != -1) {
         ImgBitmapAct act = {0};
         switch (c) {
-        case 'h':
-            img_help();
-            return 0;
         case 'b':
             src_file = optarg;
-            break;
-        case 'f':
-            o.fmt = optarg;
             break;
         case 'F':
             src_fmt = optarg;
@@ -254,15 +246,10 @@ int img_bitmap(int argc, char **argv)
             merge |= c == OPT_MERGE;
             g_array_append_val(acts, act);
             break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, NULL, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     if (!img_bitmap_check_args(acts, add, merge, granularity, src_file, src_fmt, argc)) {

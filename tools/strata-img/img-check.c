@@ -165,17 +165,15 @@ static int img_check_image(BlockDriverState *bs, const char *filename, BdrvCheck
     return r.corruptions ? 2 : r.leaks ? 3 : 0;
 }
 
-enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_OBJECT };
-
 int img_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"format", required_argument, NULL, 'f'},
         {"repair", required_argument, NULL, 'r'},
-        {"output", required_argument, NULL, OPT_OUTPUT},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"output", required_argument, NULL, IMG_OPT_OUTPUT},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
@@ -184,16 +182,10 @@ int img_check(int argc, char **argv)
     const char *output_arg = NULL;
     BdrvCheckMode fix = BDRV_FIX_NONE;
     bool quiet = false;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":hf:r:T:qU", longopts, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            img_help();
-            return 0;
-        case 'f':
-            o.fmt = optarg;
-            break;
         case 'r':
             if (strcmp(optarg, "leaks") == 0) {
                 fix = BDRV_FIX_LEAKS;
@@ -206,27 +198,10 @@ int img_check(int argc, char **argv)
             }
             o.writable = true;
             break;
-        case 'T':
-            o.cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            o.force_share = true;
-            break;
-        case OPT_OUTPUT:
-            output_arg = optarg;
-            break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, &quiet, &output_arg, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 1) {
@@ -237,12 +212,7 @@ int img_check(int argc, char **argv)
     if (output_arg && !img_parse_output_format(output_arg, &output)) {
         return 1;
     }
-    if (o.image_opts && o.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
-        return 1;
-    }
-    if (o.cache && !img_cache_mode_valid(o.cache)) {
-        img_error("Invalid source cache option: %s", o.cache);
+    if (!img_check_format_opts(&o) || !img_check_cache_mode(o.cache, "source cache")) {
         return 1;
     }
     const char *filename = argv[optind];
@@ -250,7 +220,7 @@ int img_check(int argc, char **argv)
     if (!blk) {
         return 1;
     }
-    int ret = img_check_image(blk_bs(blk), filename, fix, output, quiet);
+    ret = img_check_image(blk_bs(blk), filename, fix, output, quiet);
     blk_unref(blk);
     return ret;
 }

@@ -19,11 +19,7 @@
 #include "tools/strata-img/img-progress.h"
 #include "tools/strata-img/img.h"
 
-enum {
-    OPT_OBJECT = 256,
-    OPT_IMAGE_OPTS,
-    OPT_PROGRESS,
-};
+enum { OPT_PROGRESS = IMG_OPT_LOCAL };
 
 /* "proto:..." (a colon before any slash). */
 static bool has_protocol(const char *name)
@@ -69,44 +65,6 @@ static BlockDriverState *find_backing_image(BlockDriverState *bs, const char *na
     return NULL;
 }
 
-/*
- * img_open() as qemu-img commit opens the image: read-write and with
- * discard=unmap (which the backing files inherit), so that zeroed ranges
- * committed into base are deallocated as qemu-img does.
- */
-static BlockBackend *commit_open(const char *filename, const char *fmt, bool image_opts,
-                                 const char *cache)
-{
-    GError *err = NULL;
-    GHashTable *opts = opts_new();
-    int flags = BDRV_O_RDWR | BDRV_O_UNMAP;
-    bool writethrough = false;
-
-    if (image_opts) {
-        if (!opts_parse_kv(opts, filename, NULL, &err)) {
-            g_hash_table_unref(opts);
-            img_report_error(err);
-            return NULL;
-        }
-    } else if (fmt) {
-        opts_set(opts, "driver", fmt);
-    }
-    if (!bdrv_parse_cache_mode(cache, &flags, &writethrough, &err)) {
-        g_hash_table_unref(opts);
-        img_error("Invalid cache option: %s", cache);
-        g_error_free(err);
-        return NULL;
-    }
-    BlockBackend *blk = blk_new_open(image_opts ? NULL : filename, opts, flags, &err);
-    if (!blk) {
-        img_error("Could not open '%s': %s", filename, err->message);
-        g_error_free(err);
-        return NULL;
-    }
-    blk_set_enable_write_cache(blk, !writethrough);
-    return blk;
-}
-
 /* Runs the main loop until the job is ready or done, showing progress as it goes. */
 static int commit_run_job(Job *job, ImgProgress *progress, GError **errp)
 {
@@ -128,8 +86,9 @@ static int commit_run_job(Job *job, ImgProgress *progress, GError **errp)
 }
 
 typedef struct CommitArgs {
-    const char *fmt, *cache, *base;
-    bool drop, quiet, image_opts, progress;
+    ImgOpenOptions o; /* -f, -t, --image-opts */
+    const char *base;
+    bool drop, quiet, progress;
     ImgProgressMode mode;
     int64_t rate;
 } CommitArgs;
@@ -138,16 +97,9 @@ typedef struct CommitArgs {
 static int commit_option(CommitArgs *a, int c, char **argv)
 {
     bool range = false;
+    int ret;
+
     switch (c) {
-    case 'h':
-        img_help();
-        return -1;
-    case 'f':
-        a->fmt = optarg;
-        break;
-    case 't':
-        a->cache = optarg;
-        break;
     case 'b':
         a->base = optarg;
         a->drop = true; /* -b implies -d */
@@ -158,9 +110,6 @@ static int commit_option(CommitArgs *a, int c, char **argv)
     case 'p':
         a->progress = true;
         a->mode = IMG_PROGRESS_HUMAN;
-        break;
-    case 'q':
-        a->quiet = true;
         break;
     case 'r':
         if (!img_parse_size_ex(optarg, &a->rate, &range)) {
@@ -174,18 +123,13 @@ static int commit_option(CommitArgs *a, int c, char **argv)
             return 1;
         }
         break;
-    case OPT_OBJECT:
-        img_error("--object is not supported");
-        return 1;
-    case OPT_IMAGE_OPTS:
-        a->image_opts = true;
-        break;
     case OPT_PROGRESS:
         a->progress = true;
         return img_progress_parse_mode(optarg, &a->mode) ? 0 : 1;
     default:
-        img_getopt_error(c, argv);
-        return 1;
+        if (!img_common_opt(c, argv, &a->o, &a->quiet, NULL, &ret)) {
+            return ret == 0 ? -1 : 1;
+        }
     }
     return 0;
 }
@@ -194,12 +138,14 @@ int img_commit(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"progress", optional_argument, NULL, OPT_PROGRESS},
         {NULL, 0, NULL, 0},
     };
-    CommitArgs a = {.cache = "writeback"};
+    /* Read-write, and with discard=unmap (which the backing files inherit) so that zeroed
+     * ranges committed into base are deallocated as qemu-img does. */
+    CommitArgs a = {.o = {.writable = true, .unmap = true}};
     GError *err = NULL;
     int c;
 
@@ -219,7 +165,7 @@ int img_commit(int argc, char **argv)
     }
     const char *filename = argv[optind];
 
-    BlockBackend *blk = commit_open(filename, a.fmt, a.image_opts, a.cache);
+    BlockBackend *blk = img_open(filename, &a.o, "writeback");
     if (!blk) {
         return 1;
     }

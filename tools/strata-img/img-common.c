@@ -48,6 +48,44 @@ void img_getopt_error(int c, char **argv)
     img_usage_hint();
 }
 
+bool img_common_opt(int c, char **argv, ImgOpenOptions *o, bool *quiet, const char **output,
+                    int *ret)
+{
+    switch (c) {
+    case 'h':
+        img_help();
+        *ret = 0;
+        return false;
+    case 'f':
+        o->fmt = optarg;
+        return true;
+    case 'U':
+        o->force_share = true;
+        return true;
+    case 't':
+    case 'T':
+        o->cache = optarg;
+        return true;
+    case 'q':
+        *quiet = true;
+        return true;
+    case IMG_OPT_IMAGE_OPTS:
+        o->image_opts = true;
+        return true;
+    case IMG_OPT_OUTPUT:
+        *output = optarg;
+        return true;
+    case IMG_OPT_OBJECT:
+        img_error("--object is not supported");
+        break;
+    default:
+        img_getopt_error(c, argv);
+        break;
+    }
+    *ret = 1;
+    return false;
+}
+
 void img_printf(bool quiet, const char *fmt, ...)
 {
     va_list ap;
@@ -226,6 +264,24 @@ bool img_cache_mode_valid(const char *mode)
     return true;
 }
 
+bool img_check_cache_mode(const char *mode, const char *what)
+{
+    if (mode && !img_cache_mode_valid(mode)) {
+        img_error("Invalid %s option: %s", what, mode);
+        return false;
+    }
+    return true;
+}
+
+bool img_check_format_opts(const ImgOpenOptions *o)
+{
+    if (o->image_opts && o->fmt) {
+        img_error("--image-opts and --format are mutually exclusive");
+        return false;
+    }
+    return true;
+}
+
 /*
  * Where the aio= option goes: on the node itself when it is the file
  * protocol, else on its file child.
@@ -266,6 +322,7 @@ BlockBackend *img_open(const char *filename, const ImgOpenOptions *o, const char
     flags |= o->force_share ? BDRV_O_FORCE_SHARE : 0;
     flags |= o->no_backing ? BDRV_O_NO_BACKING : 0;
     flags |= o->resize ? BDRV_O_RESIZE : 0;
+    flags |= o->unmap ? BDRV_O_UNMAP : 0;
 
     BlockBackend *blk = blk_new_open(filename, opts, flags, &err);
     if (!blk) {

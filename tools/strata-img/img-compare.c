@@ -225,58 +225,38 @@ static int img_compare_images(ImgCompare *c)
     return 0;
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_compare(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
-    ImgOpenOptions o[2] = {{0}, {0}};
-    const char *cache = NULL;
+    ImgOpenOptions o[2] = {{0}, {0}}; /* -F aside, the options fill o[0], copied to o[1] below */
     ImgCompare c = {0};
-    bool progress = false, image_opts = false, force_share = false;
-    int ch;
+    bool progress = false;
+    int ch, ret;
 
     while ((ch = getopt_long(argc, argv, ":hf:F:T:pqsU", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'h':
-            img_help();
-            return 0;
-        case 'f':
-            o[0].fmt = optarg;
-            break;
         case 'F':
             o[1].fmt = optarg;
-            break;
-        case 'T':
-            cache = optarg;
             break;
         case 'p':
             progress = true;
             break;
-        case 'q':
-            c.quiet = true;
-            break;
         case 's':
             c.strict = true;
             break;
-        case 'U':
-            force_share = true;
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
-        case OPT_OBJECT:
+        case IMG_OPT_OBJECT:
             img_error("--object is not supported");
-            return 2;
+            return 2; /* compare's exit status for errors */
         default:
-            img_getopt_error(ch, argv);
-            return 1;
+            if (!img_common_opt(ch, argv, &o[0], &c.quiet, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 2) {
@@ -284,21 +264,17 @@ int img_compare(int argc, char **argv)
         img_usage_hint();
         return 1;
     }
-    if (image_opts && (o[0].fmt || o[1].fmt)) {
-        img_error("--image-opts and --format are mutually exclusive");
-        return 2;
-    }
-    if (cache && !img_cache_mode_valid(cache)) {
-        img_error("Invalid source cache option: %s", cache);
+    o[1].cache = o[0].cache;
+    o[1].image_opts = o[0].image_opts;
+    o[1].force_share = o[0].force_share;
+    if (!img_check_format_opts(&o[0]) || !img_check_format_opts(&o[1]) ||
+        !img_check_cache_mode(o[0].cache, "source cache")) {
         return 2;
     }
     img_simple_progress_init(&c.progress.shown, progress && !c.quiet, 2.0);
-    int ret = 2;
+    ret = 2;
     for (int i = 0; i < 2; i++) {
         c.name[i] = argv[optind + i];
-        o[i].cache = cache;
-        o[i].image_opts = image_opts;
-        o[i].force_share = force_share;
         c.blk[i] = img_open(c.name[i], &o[i], "writeback");
         if (!c.blk[i]) {
             goto out;

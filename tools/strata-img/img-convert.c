@@ -7,9 +7,7 @@
  *
  * Beyond qemu-img: --progress=json (img-progress.h), and writes that
  * overlap even without -W (they are issued in order, not completed in
- * order).  Not yet: -l refuses a snapshot that exists (the block layer
- * cannot open one read-only beside the current state), and --bitmaps
- * refuses to run; both with qemu-img's words where it has some.
+ * order).
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -17,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/bitmaps.h"
 #include "block/block-global-state.h"
 #include "block/options.h"
 #include "block/snapshot.h"
@@ -43,9 +42,7 @@ typedef struct ConvArgs {
 } ConvArgs;
 
 enum {
-    OPT_OBJECT = 256,
-    OPT_IMAGE_OPTS,
-    OPT_TARGET_IMAGE_OPTS,
+    OPT_TARGET_IMAGE_OPTS = IMG_OPT_LOCAL,
     OPT_SALVAGE,
     OPT_TARGET_IS_ZERO,
     OPT_BITMAPS,
@@ -100,18 +97,6 @@ static bool conv_parse_workers(ConvArgs *a, const char *arg)
     return true;
 }
 
-static bool conv_add_options(ConvArgs *a, const char *arg)
-{
-    if (!img_opt_list_valid(arg)) {
-        img_error("Invalid option list: %s", arg);
-        return false;
-    }
-    char *joined = a->options ? g_strconcat(a->options, ",", arg, NULL) : g_strdup(arg);
-    g_free(a->options);
-    a->options = joined;
-    return true;
-}
-
 /* -l: a snapshot name, or snapshot.id=ID,snapshot.name=NAME. */
 static bool conv_parse_snapshot(ConvArgs *a, const char *arg)
 {
@@ -153,12 +138,6 @@ static int conv_option(ConvArgs *a, int c, char **argv)
     int64_t v;
 
     switch (c) {
-    case 'h':
-        img_help();
-        return -1;
-    case 'f':
-        a->src.fmt = optarg;
-        break;
     case 'O':
         a->out_fmt = optarg;
         break;
@@ -175,7 +154,7 @@ static int conv_option(ConvArgs *a, int c, char **argv)
         a->s.compressed = true;
         break;
     case 'o':
-        return conv_add_options(a, optarg) ? 0 : 1;
+        return img_opt_list_append(&a->options, optarg) ? 0 : 1;
     case 'l':
         return conv_parse_snapshot(a, optarg) ? 0 : 1;
     case 'S':
@@ -184,14 +163,8 @@ static int conv_option(ConvArgs *a, int c, char **argv)
         a->progress = true;
         a->progress_mode = IMG_PROGRESS_HUMAN;
         break;
-    case 't':
+    case 't': /* the target's; -T (the sources') is common */
         a->cache = optarg;
-        break;
-    case 'T':
-        a->src.cache = optarg;
-        break;
-    case 'q':
-        a->s.quiet = true;
         break;
     case 'n':
         a->skip_create = true;
@@ -200,9 +173,6 @@ static int conv_option(ConvArgs *a, int c, char **argv)
         return conv_parse_workers(a, optarg) ? 0 : 1;
     case 'W':
         a->s.out_of_order = true;
-        break;
-    case 'U':
-        a->src.force_share = true;
         break;
     case 'r':
         if (!img_parse_size(optarg, &v)) {
@@ -217,16 +187,12 @@ static int conv_option(ConvArgs *a, int c, char **argv)
     return 0;
 }
 
-/* The long options (and getopt's errors); same returns as conv_option. */
+/* The long options, the common ones and getopt's errors; same returns as conv_option. */
 static int conv_long_option(ConvArgs *a, int c, char **argv)
 {
+    int ret;
+
     switch (c) {
-    case OPT_OBJECT:
-        img_error("--object is not supported");
-        return 1;
-    case OPT_IMAGE_OPTS:
-        a->src.image_opts = true;
-        break;
     case OPT_TARGET_IMAGE_OPTS:
         a->tgt_image_opts = true;
         break;
@@ -245,9 +211,14 @@ static int conv_long_option(ConvArgs *a, int c, char **argv)
     case OPT_PROGRESS:
         a->progress = true;
         return img_progress_parse_mode(optarg, &a->progress_mode) ? 0 : 1;
-    default:
+    case ':':
+    case '?':
         conv_getopt_error(c, argv);
         return 1;
+    default:
+        if (!img_common_opt(c, argv, &a->src, &a->s.quiet, NULL, &ret)) {
+            return ret == 0 ? -1 : 1;
+        }
     }
     return 0;
 }
@@ -279,44 +250,12 @@ static bool conv_check_args(ConvArgs *a)
     return true;
 }
 
-/* -o help: the creation options of the output format (and its protocol, given a filename). */
-static int conv_options_help(const char *fmt, const char *filename)
-{
-    GError *err = NULL;
-    BlockDriver *drv = bdrv_find_driver(fmt);
-    BlockDriver *proto = NULL;
-
-    if (!drv) {
-        img_error("Unknown file format '%s'", fmt);
-        return 1;
-    }
-    if (!drv->create) {
-        img_error("Format driver '%s' does not support image creation", fmt);
-        return 1;
-    }
-    if (filename && !drv->is_protocol) {
-        proto = bdrv_find_protocol(filename, &err);
-        if (!proto) {
-            img_report_error(err);
-            return 1;
-        }
-    }
-    g_autoptr(GPtrArray) list = img_create_opts_for(drv, proto);
-    img_print_opts_help(list, filename ? NULL : fmt);
-    if (!filename) {
-        printf("\nThe protocol level may support further options.\n"
-               "Specify the target filename to include those options.\n");
-    }
-    return 0;
-}
-
 /* Opens every source and lays them end to end. */
 static bool conv_open_sources(ConvArgs *a, char **names, int n)
 {
     ImgConvert *s = &a->s;
 
-    if (a->src.image_opts && a->src.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_check_format_opts(&a->src)) {
         return false;
     }
     s->src = g_new0(ImgConvertSource, n);
@@ -339,56 +278,77 @@ static bool conv_open_sources(ConvArgs *a, char **names, int n)
     return true;
 }
 
-/*
- * -l: the block layer cannot open a snapshot read-only next to the
- * current state yet (qemu's bdrv_snapshot_load_tmp), so a snapshot that
- * exists is refused with the message of formats that cannot; one that
- * does not exist gets qemu-img's message.
- */
-static void conv_snapshot_error(ConvArgs *a, BlockDriverState *bs)
+/* -l: the source shows the snapshot's disk from now on (the node is read-only). */
+static bool conv_load_snapshot(ConvArgs *a, BlockDriverState *bs)
 {
-    BdrvSnapshotInfo *list = NULL;
-    int n = 0;
-    bool found = false;
+    GError *err = NULL;
+    bool ok = a->snapshot_id || !a->snapshot_name
+                  ? bdrv_snapshot_load_tmp(bs, a->snapshot_id, a->snapshot_name, &err)
+                  : bdrv_snapshot_load_tmp_by_id_or_name(bs, a->snapshot_name, &err);
 
-    if (bdrv_can_snapshot(bs) && bdrv_snapshot_list(bs, &list, &n, NULL)) {
-        for (int i = 0; i < n && !found; i++) {
-            found = (!a->snapshot_id || strcmp(list[i].id, a->snapshot_id) == 0) &&
-                    (!a->snapshot_name || strcmp(list[i].name, a->snapshot_name) == 0);
+    if (!ok) {
+        img_error("Failed to load snapshot: %s", err->message);
+        g_error_free(err);
+    }
+    return ok;
+}
+
+/* --bitmaps: qemu-img's checks of the source, before the target exists. */
+static bool conv_check_bitmaps(ConvArgs *a, BlockDriverState *bs)
+{
+    GError *err = NULL;
+
+    if (a->s.nsrc > 1) {
+        img_error("Copying bitmaps only possible with single source");
+        return false;
+    }
+    if (!bdrv_check_persistent_bitmaps(bs, a->skip_broken_bitmaps, NULL, &err)) {
+        bool inconsistent = g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_INVAL);
+        img_report_error(err);
+        if (inconsistent) {
+            fprintf(stderr, "Try --skip-broken-bitmaps, or use 'strata-img bitmap --remove' to "
+                            "delete it\n");
         }
-        bdrv_snapshot_list_free(list, n);
-        if (!found) {
-            img_error("Failed to load snapshot: Can't find snapshot");
-            return;
+        return false;
+    }
+    return true;
+}
+
+/* --bitmaps, after the data: warns about the in-use bitmaps it skips, as qemu-img does. */
+static bool conv_copy_bitmaps(ConvArgs *a)
+{
+    GError *err = NULL;
+    BlockDriverState *src = blk_bs(a->s.src[0].blk);
+    g_autoptr(GPtrArray) skipped = g_ptr_array_new_with_free_func(g_free);
+
+    if (a->skip_broken_bitmaps && bdrv_check_persistent_bitmaps(src, true, skipped, NULL)) {
+        for (guint i = 0; i < skipped->len; i++) {
+            img_error("warning: Skipping inconsistent bitmap '%s'",
+                      (const char *)skipped->pdata[i]);
         }
     }
-    img_error("Failed to load snapshot: Block format '%s' used by device '' does not support "
-              "temporarily loading internal snapshots",
-              bdrv_get_format_name(bs));
+    if (!bdrv_copy_persistent_bitmaps(src, blk_bs(a->s.target), a->skip_broken_bitmaps, &err)) {
+        img_report_error(err);
+        return false;
+    }
+    return true;
 }
 
 /* What qemu-img checks about the sources before it looks at the target. */
 static bool conv_check_sources(ConvArgs *a)
 {
     ImgConvert *s = &a->s;
-    const char *fmt = bdrv_get_format_name(blk_bs(s->src[0].blk));
 
     if (a->snapshot_id || a->snapshot_name) {
         if (s->nsrc > 1) {
             img_error("No support for concatenating multiple snapshot");
-        } else {
-            conv_snapshot_error(a, blk_bs(s->src[0].blk));
+            return false;
         }
-        return false;
+        if (!conv_load_snapshot(a, blk_bs(s->src[0].blk))) {
+            return false;
+        }
     }
-    if (a->bitmaps) {
-        if (s->nsrc > 1) {
-            img_error("Copying bitmaps only possible with single source");
-        } else if (strcmp(fmt, "qcow2") != 0) {
-            img_error("Source lacks bitmap support");
-        } else {
-            img_error("Copying bitmaps is not supported yet");
-        }
+    if (a->bitmaps && !conv_check_bitmaps(a, blk_bs(s->src[0].blk))) {
         return false;
     }
     if (s->nsrc > 1 && a->out_baseimg) {
@@ -519,8 +479,7 @@ static bool conv_open_target(ConvArgs *a, const char *filename)
     };
     BlockDriverInfo bdi;
 
-    if (a->cache && !img_cache_mode_valid(a->cache)) {
-        img_error("Invalid cache option: %s", a->cache);
+    if (!img_check_cache_mode(a->cache, "cache")) {
         return false;
     }
     s->target = img_open(filename, &o, "unsafe");
@@ -528,6 +487,10 @@ static bool conv_open_target(ConvArgs *a, const char *filename)
         return false;
     }
     BlockDriverState *bs = blk_bs(s->target);
+    if (a->bitmaps && !bdrv_bitmap_supported(bs)) {
+        img_error("Format driver '%s' does not support bitmaps", bdrv_get_format_name(bs));
+        return false;
+    }
     if (s->compressed && !conv_driver_can_compress(bs->drv)) {
         img_error("Compression not supported for this file format");
         return false;
@@ -564,14 +527,16 @@ static int conv_run(ConvArgs *a, char **names, int nsrc, const char *out_filenam
     ImgConvert *s = &a->s;
     int ret = -1;
 
-    if (a->src.cache && !img_cache_mode_valid(a->src.cache)) {
-        img_error("Invalid source cache option: %s", a->src.cache);
+    if (!img_check_cache_mode(a->src.cache, "source cache")) {
         return 1;
     }
     s->progress = img_progress_start(a->progress ? a->progress_mode : IMG_PROGRESS_NONE);
     if (conv_open_sources(a, names, nsrc) && conv_check_sources(a) &&
         conv_prepare_target(a, out_filename) && conv_open_target(a, out_filename)) {
         ret = img_convert_copy(s);
+        if (ret == 0 && a->bitmaps && !conv_copy_bitmaps(a)) {
+            ret = -1;
+        }
     }
     img_progress_finish(s->progress, ret == 0);
     if (s->target) {
@@ -588,8 +553,8 @@ int img_convert(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS},
         {"salvage", no_argument, NULL, OPT_SALVAGE},
         {"target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO},
@@ -621,7 +586,7 @@ int img_convert(int argc, char **argv)
     int nsrc = argc - optind - 1;
     const char *out_filename = nsrc >= 1 ? argv[argc - 1] : NULL;
     if (a.options && img_opt_list_has_help(a.options)) {
-        ret = a.out_fmt ? conv_options_help(a.out_fmt, out_filename) : 1;
+        ret = a.out_fmt ? img_create_opts_help(a.out_fmt, out_filename) : 1;
         goto out;
     }
     if (nsrc < 1) {

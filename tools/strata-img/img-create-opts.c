@@ -144,6 +144,18 @@ bool img_opt_list_valid(const char *list)
     return true;
 }
 
+bool img_opt_list_append(char **list, const char *arg)
+{
+    if (!img_opt_list_valid(arg)) {
+        img_error("Invalid option list: %s", arg);
+        return false;
+    }
+    char *joined = *list ? g_strconcat(*list, ",", arg, NULL) : g_strdup(arg);
+    g_free(*list);
+    *list = joined;
+    return true;
+}
+
 bool img_opt_list_has_help(const char *list)
 {
     g_autoptr(GPtrArray) items = img_opt_list_split(list);
@@ -278,14 +290,19 @@ static const char *img_opt_type_name(ImgOptType t)
 
 void img_print_opts_help(GPtrArray *list, const char *title)
 {
-    g_autoptr(GPtrArray) sorted = g_ptr_array_copy(list, NULL, NULL);
-    g_ptr_array_sort(sorted, img_opt_cmp);
-
     if (title) {
         printf("Supported %s options:\n", title);
     } else {
         printf("Supported options:\n");
     }
+    img_print_opts_list(list);
+}
+
+void img_print_opts_list(GPtrArray *list)
+{
+    g_autoptr(GPtrArray) sorted = g_ptr_array_copy(list, NULL, NULL);
+    g_ptr_array_sort(sorted, img_opt_cmp);
+
     for (guint i = 0; i < sorted->len; i++) {
         const ImgCreateOpt *o = g_ptr_array_index(sorted, i);
         g_autofree char *head = g_strdup_printf("%s=<%s>", o->name, img_opt_type_name(o->type));
@@ -305,4 +322,34 @@ char *img_opts_to_string(GPtrArray *list, GHashTable *shown)
         }
     }
     return g_string_free(s, false);
+}
+
+int img_create_opts_help(const char *fmt, const char *filename)
+{
+    GError *err = NULL;
+    BlockDriver *drv = bdrv_find_driver(fmt);
+    BlockDriver *proto = NULL;
+
+    if (!drv) {
+        img_error("Unknown file format '%s'", fmt);
+        return 1;
+    }
+    if (!drv->create) {
+        img_error("Format driver '%s' does not support image creation", fmt);
+        return 1;
+    }
+    if (filename && !drv->is_protocol) {
+        proto = bdrv_find_protocol(filename, &err);
+        if (!proto) {
+            img_report_error(err);
+            return 1;
+        }
+    }
+    g_autoptr(GPtrArray) list = img_create_opts_for(drv, proto);
+    img_print_opts_help(list, filename ? NULL : fmt);
+    if (!filename) {
+        printf("\nThe protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
+    }
+    return 0;
 }

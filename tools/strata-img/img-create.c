@@ -24,41 +24,6 @@ typedef struct ImgCreateArgs {
     bool quiet;
 } ImgCreateArgs;
 
-enum { OPT_OBJECT = 256 };
-
-/* "-o help": the options of the format, with the protocol's when a filename is given. */
-static int img_create_help(const char *fmt, const char *filename)
-{
-    GError *err = NULL;
-    BlockDriver *drv = bdrv_find_driver(fmt);
-    BlockDriver *proto = NULL;
-
-    if (!drv) {
-        img_error("Unknown file format '%s'", fmt);
-        return 1;
-    }
-    if (!drv->create) {
-        img_error("Format driver '%s' does not support image creation", fmt);
-        return 1;
-    }
-    if (filename && !drv->is_protocol) {
-        proto = bdrv_find_protocol(filename, &err);
-        if (!proto) {
-            img_report_error(err);
-            return 1;
-        }
-    }
-    g_autoptr(GPtrArray) list = img_create_opts_for(drv, proto);
-    if (filename) {
-        img_print_opts_help(list, NULL);
-    } else {
-        img_print_opts_help(list, fmt);
-        printf("\nThe protocol level may support further options.\n"
-               "Specify the target filename to include those options.\n");
-    }
-    return 0;
-}
-
 /* Opens the backing file read-only without its own backing chain. */
 static BlockDriverState *img_open_backing(const char *filename, const char *backing,
                                           const char *fmt, GError **errp)
@@ -237,7 +202,7 @@ int img_create(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
         {NULL, 0, NULL, 0},
     };
     ImgCreateArgs a = {.fmt = "raw", .size = -1};
@@ -251,39 +216,26 @@ int img_create(int argc, char **argv)
         case 'b':
             a.base = optarg;
             break;
-        case 'f':
+        case 'f': /* not an ImgOpenOptions: nothing is opened with it */
             a.fmt = optarg;
             break;
-        case 'h':
-            img_help();
-            ret = 0;
-            goto out;
         case 'o':
-            if (!img_opt_list_valid(optarg)) {
-                img_error("Invalid option list: %s", optarg);
+            if (!img_opt_list_append(&a.options, optarg)) {
                 goto out;
             }
-            char *joined = a.options ? g_strconcat(a.options, ",", optarg, NULL) : g_strdup(optarg);
-            g_free(a.options);
-            a.options = joined;
-            break;
-        case 'q':
-            a.quiet = true;
             break;
         case 'u':
             a.unsafe = true;
             break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            goto out;
         default:
-            img_getopt_error(c, argv);
-            goto out;
+            if (!img_common_opt(c, argv, NULL, &a.quiet, NULL, &ret)) {
+                goto out;
+            }
         }
     }
     a.filename = optind < argc ? argv[optind++] : NULL;
     if (a.options && img_opt_list_has_help(a.options)) {
-        ret = img_create_help(a.fmt, a.filename);
+        ret = img_create_opts_help(a.fmt, a.filename);
         goto out;
     }
     if (!a.filename) {

@@ -158,45 +158,29 @@ out:
     return ret;
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_dd(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     ImgOpenOptions in_opts = {0};
     ImgDd dd = {.bs = 512, .count = -1};
     const char *out_fmt = "raw";
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":hf:O:U", longopts, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            img_help();
-            return 0;
-        case 'f':
-            in_opts.fmt = optarg;
-            break;
         case 'O':
             out_fmt = optarg;
             break;
-        case 'U':
-            in_opts.force_share = true;
-            break;
-        case OPT_IMAGE_OPTS:
-            in_opts.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &in_opts, NULL, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     for (int i = optind; i < argc; i++) {
@@ -208,8 +192,7 @@ int img_dd(int argc, char **argv)
         img_error("Must specify both input and output files");
         return 1;
     }
-    if (in_opts.image_opts && in_opts.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_check_format_opts(&in_opts)) {
         return 1;
     }
     return img_dd_run(&dd, &in_opts, out_fmt);

@@ -259,17 +259,17 @@ static void img_print_infos(GPtrArray *infos, ImgOutputFormat output, bool chain
     g_string_free(out, true);
 }
 
-enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_IMAGE_OPTS, OPT_OBJECT };
+enum { OPT_BACKING_CHAIN = IMG_OPT_LOCAL };
 
 int img_info(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"format", required_argument, NULL, 'f'},
-        {"output", required_argument, NULL, OPT_OUTPUT},
+        {"output", required_argument, NULL, IMG_OPT_OUTPUT},
         {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
@@ -277,34 +277,17 @@ int img_info(int argc, char **argv)
     ImgOutputFormat output = IMG_OUTPUT_HUMAN;
     const char *output_arg = NULL;
     bool chain = false;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
         switch (c) {
-        case 'f':
-            o.fmt = optarg;
-            break;
-        case 'h':
-            img_help();
-            return 0;
-        case 'U':
-            o.force_share = true;
-            break;
-        case OPT_OUTPUT:
-            output_arg = optarg;
-            break;
         case OPT_BACKING_CHAIN:
             chain = true;
             break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, NULL, &output_arg, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 1) {
@@ -315,8 +298,7 @@ int img_info(int argc, char **argv)
     if (output_arg && !img_parse_output_format(output_arg, &output)) {
         return 1;
     }
-    if (o.image_opts && o.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_check_format_opts(&o)) {
         return 1;
     }
     g_autoptr(GPtrArray) infos = img_collect_chain(argv[optind], o, chain);

@@ -153,16 +153,16 @@ static bool img_map_parse(const char *arg, const char *what, int64_t *out)
     return true;
 }
 
-enum { OPT_OUTPUT = 256, OPT_START_OFFSET, OPT_MAX_LENGTH, OPT_IMAGE_OPTS, OPT_OBJECT };
+enum { OPT_START_OFFSET = IMG_OPT_LOCAL, OPT_MAX_LENGTH };
 
 int img_map(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"format", required_argument, NULL, 'f'},
-        {"output", required_argument, NULL, OPT_OUTPUT},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"output", required_argument, NULL, IMG_OPT_OUTPUT},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {"start-offset", required_argument, NULL, OPT_START_OFFSET},
         {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
@@ -172,22 +172,10 @@ int img_map(int argc, char **argv)
     ImgMap m = {.output = IMG_OUTPUT_HUMAN};
     const char *output_arg = NULL;
     int64_t max_length = -1;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
         switch (c) {
-        case 'f':
-            o.fmt = optarg;
-            break;
-        case 'h':
-            img_help();
-            return 0;
-        case 'U':
-            o.force_share = true;
-            break;
-        case OPT_OUTPUT:
-            output_arg = optarg;
-            break;
         case OPT_START_OFFSET:
             if (!img_map_parse(optarg, "start offset", &m.start)) {
                 return 1;
@@ -198,15 +186,10 @@ int img_map(int argc, char **argv)
                 return 1;
             }
             break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, NULL, &output_arg, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 1) {
@@ -217,8 +200,7 @@ int img_map(int argc, char **argv)
     if (output_arg && !img_parse_output_format(output_arg, &m.output)) {
         return 1;
     }
-    if (o.image_opts && o.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_check_format_opts(&o)) {
         return 1;
     }
     BlockBackend *blk = img_open(argv[optind], &o, "writeback");

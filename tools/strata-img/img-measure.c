@@ -15,6 +15,7 @@
 
 #include "block/block-global-state.h"
 #include "block/options.h"
+#include "block/snapshot.h"
 #include "tools/strata-img/img.h"
 
 typedef struct ImgMeasureArgs {
@@ -49,6 +50,44 @@ static void img_measure_print(const BlockMeasureInfo *m, ImgOutputFormat output)
     printf("%s\n", text);
 }
 
+/*
+ * -l: snapshot.id=ID,snapshot.name=NAME or a plain ID or name; the source
+ * then shows that snapshot's disk (qemu-img's parsing and messages).
+ */
+static bool img_measure_load_snapshot(const char *arg, BlockDriverState *bs)
+{
+    GError *err = NULL;
+    GHashTableIter it;
+    gpointer key;
+    bool ok;
+
+    if (!g_str_has_prefix(arg, "snapshot.")) {
+        ok = bdrv_snapshot_load_tmp_by_id_or_name(bs, arg, &err);
+    } else {
+        g_autoptr(GHashTable) kv = opts_new();
+        if (!opts_parse_kv(kv, arg, NULL, &err)) {
+            img_report_error(err);
+            img_error("Failed in parsing snapshot param '%s'", arg);
+            return false;
+        }
+        g_hash_table_iter_init(&it, kv);
+        while (g_hash_table_iter_next(&it, &key, NULL)) {
+            if (strcmp(key, "snapshot.id") != 0 && strcmp(key, "snapshot.name") != 0) {
+                img_error("Invalid parameter '%s'", (const char *)key);
+                img_error("Failed in parsing snapshot param '%s'", arg);
+                return false;
+            }
+        }
+        ok = bdrv_snapshot_load_tmp(bs, opts_get(kv, "snapshot.id"), opts_get(kv, "snapshot.name"),
+                                    &err);
+    }
+    if (!ok) {
+        img_error("Failed to load snapshot: %s", err->message);
+        g_error_free(err);
+    }
+    return ok;
+}
+
 /* Opens the source image, or leaves *blk NULL with --size. */
 static bool img_measure_open_source(const ImgMeasureArgs *a, const char *filename,
                                     BlockBackend **blk)
@@ -61,10 +100,7 @@ static bool img_measure_open_source(const ImgMeasureArgs *a, const char *filenam
     if (!*blk) {
         return false;
     }
-    if (a->snapshot) {
-        img_error("Failed to load snapshot: Block format '%s' used by device '' does not "
-                  "support temporarily loading internal snapshots",
-                  bdrv_get_format_name(blk_bs(*blk)));
+    if (a->snapshot && !img_measure_load_snapshot(a->snapshot, blk_bs(*blk))) {
         blk_unref(*blk);
         *blk = NULL;
         return false;
@@ -139,35 +175,26 @@ static int img_measure_run(const ImgMeasureArgs *a, const char *filename)
     return 0;
 }
 
-enum { OPT_SIZE = 256, OPT_OUTPUT, OPT_IMAGE_OPTS, OPT_OBJECT };
+enum { OPT_SIZE = IMG_OPT_LOCAL };
 
 /* Options qemu-img accepts; unknown ones print getopt's message and the help (exit 0). */
-static bool img_measure_opt(ImgMeasureArgs *a, int c, const char **output_arg, int *ret)
+static bool img_measure_opt(ImgMeasureArgs *a, int c, char **argv, const char **output_arg,
+                            int *ret)
 {
     bool range;
 
     switch (c) {
-    case 'f':
-        a->in.fmt = optarg;
-        return true;
     case 'O':
         a->out_fmt = optarg;
         return true;
     case 'o':
-        if (!img_opt_list_valid(optarg)) {
-            img_error("Invalid option list: %s", optarg);
+        if (!img_opt_list_append(&a->options, optarg)) {
             *ret = 1;
             return false;
         }
-        char *joined = a->options ? g_strconcat(a->options, ",", optarg, NULL) : g_strdup(optarg);
-        g_free(a->options);
-        a->options = joined;
         return true;
     case 'l':
         a->snapshot = optarg;
-        return true;
-    case 'U':
-        a->in.force_share = true;
         return true;
     case OPT_SIZE:
         if (!img_parse_size_ex(optarg, &a->size, &range)) {
@@ -181,20 +208,12 @@ static bool img_measure_opt(ImgMeasureArgs *a, int c, const char **output_arg, i
             return false;
         }
         return true;
-    case OPT_OUTPUT:
-        *output_arg = optarg;
-        return true;
-    case OPT_IMAGE_OPTS:
-        a->in.image_opts = true;
-        return true;
-    case OPT_OBJECT:
-        img_error("--object is not supported");
-        *ret = 1;
-        return false;
-    default: /* -h, and what getopt already complained about */
+    case '?': /* getopt has complained already */
         img_help();
         *ret = 0;
         return false;
+    default: /* -h among them */
+        return img_common_opt(c, argv, &a->in, NULL, output_arg, ret);
     }
 }
 
@@ -202,9 +221,9 @@ int img_measure(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"output", required_argument, NULL, OPT_OUTPUT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"output", required_argument, NULL, IMG_OPT_OUTPUT},
         {"size", required_argument, NULL, OPT_SIZE},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
@@ -214,12 +233,11 @@ int img_measure(int argc, char **argv)
     int c, ret = 1;
 
     while ((c = getopt_long(argc, argv, "hf:O:o:l:U", longopts, NULL)) != -1) {
-        if (!img_measure_opt(&a, c, &output_arg, &ret)) {
+        if (!img_measure_opt(&a, c, argv, &output_arg, &ret)) {
             goto out;
         }
     }
-    if (a.in.image_opts && a.in.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_check_format_opts(&a.in)) {
         goto out;
     }
     if (a.size >= 0 && optind < argc) {

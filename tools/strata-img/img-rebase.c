@@ -201,28 +201,20 @@ out:
     return ret;
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_rebase(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     ImgRebaseArgs a = {0};
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":hf:F:b:upt:T:qU", longopts, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            img_help();
-            return 0;
-        case 'f':
-            a.o.fmt = optarg;
-            break;
         case 'F':
             a.backing_fmt = optarg;
             break;
@@ -235,27 +227,16 @@ int img_rebase(int argc, char **argv)
         case 'p':
             a.progress = true;
             break;
-        case 't':
-            a.o.cache = optarg;
-            break;
-        case 'T':
+        case 'T': /* the new backing file's; -t is the image's */
             a.src_cache = optarg;
             break;
-        case 'q':
-            a.quiet = true;
-            break;
-        case 'U':
+        case 'U': /* the new backing file only: the image itself is written */
             a.force_share = true;
             break;
-        case OPT_IMAGE_OPTS:
-            a.o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &a.o, &a.quiet, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 1) {
@@ -272,16 +253,8 @@ int img_rebase(int argc, char **argv)
         img_error("Invalid format name: '%s'", a.backing_fmt);
         return 1;
     }
-    if (a.o.image_opts && a.o.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
-        return 1;
-    }
-    if (a.o.cache && !img_cache_mode_valid(a.o.cache)) {
-        img_error("Invalid cache option: %s", a.o.cache);
-        return 1;
-    }
-    if (a.src_cache && !img_cache_mode_valid(a.src_cache)) {
-        img_error("Invalid source cache option: %s", a.src_cache);
+    if (!img_check_format_opts(&a.o) || !img_check_cache_mode(a.o.cache, "cache") ||
+        !img_check_cache_mode(a.src_cache, "source cache")) {
         return 1;
     }
     return img_rebase_image(argv[optind], &a);

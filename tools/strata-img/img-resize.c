@@ -83,14 +83,14 @@ static int img_do_resize(BlockBackend *blk, int sign, uint64_t n, bool shrink,
     return 0;
 }
 
-enum { OPT_SHRINK = 256, OPT_PREALLOCATION, OPT_IMAGE_OPTS, OPT_OBJECT };
+enum { OPT_SHRINK = IMG_OPT_LOCAL, OPT_PREALLOCATION };
 
 int img_resize(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"preallocation", required_argument, NULL, OPT_PREALLOCATION},
         {"shrink", no_argument, NULL, OPT_SHRINK},
         {NULL, 0, NULL, 0},
@@ -98,7 +98,7 @@ int img_resize(int argc, char **argv)
     ImgOpenOptions o = {.writable = true, .resize = true};
     PreallocMode prealloc = PREALLOC_MODE_OFF;
     bool quiet = false, shrink = false;
-    int c;
+    int c, ret;
 
     if (argc < 3) {
         img_error("Not enough arguments");
@@ -109,15 +109,6 @@ int img_resize(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, ":f:hq", longopts, NULL)) != -1) {
         switch (c) {
-        case 'f':
-            o.fmt = optarg;
-            break;
-        case 'h':
-            img_help();
-            return 0;
-        case 'q':
-            quiet = true;
-            break;
         case OPT_SHRINK:
             shrink = true;
             break;
@@ -133,15 +124,10 @@ int img_resize(int argc, char **argv)
             prealloc = (PreallocMode)i;
             break;
         }
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, &quiet, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     if (optind != argc - 1) {
@@ -154,15 +140,14 @@ int img_resize(int argc, char **argv)
     if (!img_resize_parse_size(size_arg, &sign, &n)) {
         return 1;
     }
-    if (o.image_opts && o.fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_check_format_opts(&o)) {
         return 1;
     }
     BlockBackend *blk = img_open(argv[optind], &o, "writeback");
     if (!blk) {
         return 1;
     }
-    int ret = img_do_resize(blk, sign, n, shrink, prealloc, quiet);
+    ret = img_do_resize(blk, sign, n, shrink, prealloc, quiet);
     blk_unref(blk);
     return ret;
 }

@@ -134,14 +134,12 @@ static int img_snapshot_run(BlockDriverState *bs, ImgSnapshotAction action, cons
     return 0;
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_snapshot(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
-        {"object", required_argument, NULL, OPT_OBJECT},
-        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"object", required_argument, NULL, IMG_OPT_OBJECT},
+        {"image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS},
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
@@ -149,7 +147,7 @@ int img_snapshot(int argc, char **argv)
     ImgSnapshotAction action = IMG_SNAPSHOT_LIST;
     const char *name = NULL;
     bool quiet = false, chosen = false;
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":la:c:d:hqU", longopts, NULL)) != -1) {
         switch (c) {
@@ -170,24 +168,10 @@ int img_snapshot(int argc, char **argv)
             name = optarg;
             o.writable = c != 'l';
             break;
-        case 'h':
-            img_help();
-            return 0;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            o.force_share = true;
-            break;
-        case OPT_IMAGE_OPTS:
-            o.image_opts = true;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
         default:
-            img_getopt_error(c, argv);
-            return 1;
+            if (!img_common_opt(c, argv, &o, &quiet, NULL, &ret)) {
+                return ret;
+            }
         }
     }
     (void)quiet; /* nothing but errors is printed by the actions that change the image */
@@ -200,7 +184,7 @@ int img_snapshot(int argc, char **argv)
     if (!blk) {
         return 1;
     }
-    int ret = img_snapshot_run(blk_bs(blk), action, name);
+    ret = img_snapshot_run(blk_bs(blk), action, name);
     blk_unref(blk);
     return ret;
 }

@@ -124,7 +124,34 @@ typedef struct ImgOpenOptions {
     bool writable;
     bool no_backing;
     bool resize; /* take the resize permission (resize) */
+    bool unmap;  /* discard=unmap, inherited by the backing files (commit) */
 } ImgOpenOptions;
+
+/* qemu-img's check of -f against --image-opts; prints its error and returns false on a clash. */
+bool img_check_format_opts(const ImgOpenOptions *o);
+
+/* getopt_long codes of the long options subcommands share; their own start at IMG_OPT_LOCAL. */
+enum {
+    IMG_OPT_OBJECT = 256, /* --object */
+    IMG_OPT_IMAGE_OPTS,   /* --image-opts */
+    IMG_OPT_OUTPUT,       /* --output */
+    IMG_OPT_LOCAL,
+};
+
+/*
+ * The options subcommands share, with qemu-img's meaning: -h (help),
+ * -f, -U, --image-opts and -t / -T (the cache of the image @o opens) fill
+ * @o; -q sets *@quiet; --output stores its argument in *@output (parsed
+ * later, so that its error comes in qemu-img's order); --object is
+ * refused; anything else is getopt's error (img_getopt_error).  Call it
+ * from the default branch of a subcommand's switch: the subcommand's own
+ * cases come first, so a letter it gives another meaning stays its own.
+ * A pointer may be NULL when the subcommand does not offer that option.
+ * Returns true to go on parsing, false when the subcommand must return
+ * *@ret now (0 after -h, 1 after an error, printed).
+ */
+bool img_common_opt(int c, char **argv, ImgOpenOptions *o, bool *quiet, const char **output,
+                    int *ret);
 
 /*
  * Opens @filename as qemu-img would, with its error text ("Could not open
@@ -134,6 +161,11 @@ BlockBackend *img_open(const char *filename, const ImgOpenOptions *o, const char
 
 /* True when @mode is a cache mode qemu-img accepts (-t, -T). */
 bool img_cache_mode_valid(const char *mode);
+/*
+ * True when @mode is NULL (not given) or valid; else prints "Invalid
+ * <what> option: <mode>" (@what: "cache" or "source cache").
+ */
+bool img_check_cache_mode(const char *mode, const char *what);
 
 /*
  * Runs entry(opaque) in a new coroutine in the main context and polls the
@@ -178,7 +210,6 @@ void img_json_variant(ImgJson *j, const char *key, GVariant *v);
 /* Appends @s to @out as a JSON string literal, quotes included. */
 void img_json_quote(GString *out, const char *s);
 
-
 /* ---- what the library does not offer yet (img-driver.c) -------------------------------------- */
 
 /* bdrv_create (consumes @options), working around raw's double release of them. */
@@ -186,7 +217,6 @@ bool img_bdrv_create(BlockDriver *drv, const char *filename, GHashTable *options
 
 /* bdrv_get_info: the driver's get_info, or what qemu-img shows for raw. -ENOTSUP when neither. */
 int img_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
-
 
 /* "Snapshot list:" and the table of @n snapshots, as info and snapshot -l print it. */
 struct BdrvSnapshotInfo;
@@ -219,8 +249,20 @@ const ImgCreateOpt *img_create_opt_find(GPtrArray *list, const char *name);
 
 /* qemu's check of an -o argument: not empty, no empty item. */
 bool img_opt_list_valid(const char *list);
+/*
+ * Appends -o's @arg to *@list (",": qemu-img joins repeated -o); frees and
+ * replaces *@list.  Prints "Invalid option list" and returns false when
+ * @arg is not a valid list.
+ */
+bool img_opt_list_append(char **list, const char *arg);
 /* True when the -o list asks for help ("help" or "?" as an item). */
 bool img_opt_list_has_help(const char *list);
+/*
+ * "-o help" of create and convert: the creation options of format @fmt,
+ * with its protocol's when @filename (the image to create) is given.
+ * Returns the exit status.
+ */
+int img_create_opts_help(const char *fmt, const char *filename);
 /*
  * Parses "k=v,k2=v2" (",," is a literal comma; a bare "k" means k=on and
  * a bare "nok" k=off) against @list into @values (normalised strings:
@@ -232,6 +274,8 @@ bool img_opts_parse(GPtrArray *list, const char *str, GHashTable *values, GHashT
                     GError **errp);
 /* "Supported <title> options:" ("Supported options:" for NULL) and the sorted list. */
 void img_print_opts_help(GPtrArray *list, const char *title);
+/* The sorted list alone, one "  name=<type>  - help" line each (amend has its own title). */
+void img_print_opts_list(GPtrArray *list);
 /* The options as "Formatting" shows them: given ones and defaults, in table order. */
 char *img_opts_to_string(GPtrArray *list, GHashTable *shown);
 
