@@ -6,8 +6,9 @@
  * file name), a one-cluster refcount table and one refcount block that
  * counts these three clusters.  Then that image is opened with this driver
  * and resized to the requested size, which lays out the L1 table (and,
- * with preallocation=metadata, every L2 table and data cluster) through the
- * same code that serves requests.  The result has the layout qemu-img
+ * with preallocation, every L2 table and data cluster; falloc and full
+ * also have the file allocate the data area) through the same code that
+ * serves requests.  The result has the layout qemu-img
  * gives: header, refcount table, refcount block, L1 table.
  *
  * Main loop only; no state.
@@ -113,9 +114,6 @@ static bool take_create_opts(GHashTable *options, Qcow2CreateOpts *o, GError **e
     if (o->extended_l2 && o->cluster_size < 16384) {
         CREATE_FAIL("Extended L2 entries are only supported with cluster sizes of at least "
                     "16384 bytes");
-    }
-    if (o->prealloc != PREALLOC_MODE_OFF && o->prealloc != PREALLOC_MODE_METADATA) {
-        CREATE_FAIL("Only preallocation=off and preallocation=metadata are supported");
     }
     if (o->prealloc != PREALLOC_MODE_OFF && o->backing_file && !o->extended_l2) {
         CREATE_FAIL("Backing file and preallocation can only be used at the same time if "

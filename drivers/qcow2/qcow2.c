@@ -1046,6 +1046,61 @@ static int coroutine_fn qcow2_shrink(BlockDriverState *bs, uint64_t size, GError
     return ret;
 }
 
+/*
+ * falloc/full: metadata preallocation plus a data area that the protocol
+ * allocated (fallocate, or zeroes written), as QEMU does by truncating its
+ * file child with the same mode.  The file is first grown in @prealloc mode
+ * by more than the new clusters can take (data, L2 tables, refcount blocks
+ * and a moved refcount table), so that the free-cluster search places every
+ * one of them inside the allocated area; the unused tail is cut off after.
+ * Returns 0 or -errno.  Under s->lock.
+ */
+static int coroutine_fn qcow2_preallocate_data(BlockDriverState *bs, uint64_t old, uint64_t size,
+                                               PreallocMode prealloc)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    int64_t len = bdrv_co_getlength(s->data_file->bs);
+    int ret;
+
+    if (len < 0) {
+        return len;
+    }
+    if (s->has_data_file) {
+        /* Guest offset == host offset: the data file only needs the virtual size. */
+        ret = (uint64_t)len < size ? bdrv_co_truncate(s->data_file, size, false, prealloc, 0, NULL)
+                                   : 0;
+        return ret < 0 ? ret : qcow2_preallocate(bs, old, size);
+    }
+    uint64_t start = qcow2_round_up(len, cs) / cs;
+    uint64_t data = (qcow2_round_up(size, cs) - qcow2_start_of_cluster(s, old)) / cs;
+    uint64_t l2 = data / (qcow2_l2_span(s) / cs) + 2;
+    uint64_t rb_entries = UINT64_C(1) << s->rb_bits;
+    uint64_t rb = (start + data + l2) / rb_entries - start / rb_entries + 2;
+    uint64_t rt = qcow2_size_to_clusters(s, ((start + data + l2) / rb_entries + rb) * 8) + 1;
+    uint64_t bound = (start + data + l2 + 2 * rb + 2 * rt) * cs;
+
+    ret = bdrv_co_truncate(s->data_file, bound, false, prealloc, 0, NULL);
+    if (ret == 0) {
+        ret = qcow2_preallocate(bs, old, size);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    /* The file ends with the last cluster in use, as after metadata preallocation. */
+    uint64_t end = bound / cs;
+    while (end > start) {
+        uint64_t refcount;
+        ret = qcow2_get_refcount(bs, end - 1, &refcount);
+        if (ret < 0 || refcount) {
+            break;
+        }
+        end--;
+    }
+    return ret < 0 ? ret
+                   : bdrv_co_truncate(s->data_file, end * cs, false, PREALLOC_MODE_OFF, 0, NULL);
+}
+
 /* Grows the disk.  Under s->lock. */
 static int coroutine_fn qcow2_grow(BlockDriverState *bs, uint64_t size, PreallocMode prealloc,
                                    GError **errp)
@@ -1065,6 +1120,8 @@ static int coroutine_fn qcow2_grow(BlockDriverState *bs, uint64_t size, Prealloc
     }
     if (ret == 0 && prealloc == PREALLOC_MODE_METADATA) {
         ret = qcow2_preallocate(bs, old, size);
+    } else if (ret == 0 && prealloc != PREALLOC_MODE_OFF) {
+        ret = qcow2_preallocate_data(bs, old, size, prealloc);
     }
     if (ret < 0) {
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(-ret), "Could not grow: %s",
@@ -1080,9 +1137,9 @@ static int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, 
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
-    if (prealloc != PREALLOC_MODE_OFF && prealloc != PREALLOC_MODE_METADATA) {
-        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
-                    "qcow2 supports only preallocation=off and metadata when resizing");
+    if (prealloc != PREALLOC_MODE_OFF && prealloc != PREALLOC_MODE_METADATA &&
+        prealloc != PREALLOC_MODE_FALLOC && prealloc != PREALLOC_MODE_FULL) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOSYS, "Unsupported preallocation mode");
         return -ENOTSUP;
     }
     if (offset % BDRV_SECTOR_SIZE) {

@@ -105,7 +105,7 @@ static void test_bad_creation_options_are_refused(void **state)
         {"extended_l2=on,cluster_size=4k", "16384"},
         {"compat=2.0", "compatibility level"},
         {"backing_fmt=raw", "without backing file"},
-        {"preallocation=full", "preallocation"},
+        {"preallocation=bogus", "preallocation"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         GError *err = NULL;
@@ -1319,6 +1319,119 @@ static void test_preallocated_extended_l2_overlay_shows_its_backing_file(void **
     g_free(model);
 }
 
+/*
+ * "q2-zlog": the q2-log driver that can also zero a range cheaply (logged
+ * as 'Z'), as the file driver does with FALLOC_FL_ZERO_RANGE.
+ */
+static bool zlog_open(BlockDriverState *bs, GHashTable *options, int flags, GError **errp)
+{
+    bs->supported_zero_flags = BDRV_REQ_NO_FALLBACK;
+    return log_open(bs, options, flags, errp);
+}
+
+static int coroutine_fn zlog_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                           BdrvRequestFlags flags)
+{
+    LogState *s = bs->opaque;
+    log_record('Z', offset, bytes);
+    if (fallocate(s->fd, FALLOC_FL_ZERO_RANGE, offset, bytes) == 0) {
+        return 0;
+    }
+    g_autofree uint8_t *zeroes = g_malloc0(bytes);
+    return pwrite(s->fd, zeroes, bytes, offset) == bytes ? 0 : -EIO;
+}
+
+static BlockDriver zlog_driver = {
+    .format_name = "q2-zlog",
+    .protocol_name = "q2-zlog",
+    .is_protocol = true,
+    .instance_size = sizeof(LogState),
+    .open = zlog_open,
+    .close = log_close,
+    .co_preadv = log_preadv,
+    .co_pwritev = log_pwritev,
+    .co_pwrite_zeroes = zlog_pwrite_zeroes,
+    .co_flush_to_disk = log_flush,
+    .co_pdiscard = log_pdiscard,
+    .co_getlength = log_getlength,
+    .co_truncate = log_truncate,
+};
+
+/* Index of the first log entry of kind @op that covers host @offset, or -1. */
+static int first_op_at(char op, uint64_t offset)
+{
+    for (guint i = 0; i < log_ops->len; i++) {
+        LogOp *o = &g_array_index(log_ops, LogOp, i);
+        if (o->op == op && o->offset <= offset && offset < o->offset + o->bytes) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Guards the zero copy-on-write shortcut (qcow2-io.c, write_zeroed_alloc):
+ * a small write into a fresh cluster of an image without a backing file
+ * has the file zero the cluster and writes only the guest data, both
+ * before the L2 entry (with a flush in between); a write whose
+ * copy-on-write is small still goes out as one write of the cluster.
+ */
+static void test_a_small_write_into_a_fresh_cluster_has_the_file_zero_the_rest(void **state)
+{
+    Fixture *f = *state;
+    g_autofree char *img = path_in(f, "z.qcow2");
+    GError *err = NULL;
+    uint64_t cs = 65536;
+    uint8_t *buf = g_malloc(cs), *got = g_malloc(2 * cs), *want = g_malloc0(2 * cs);
+
+    assert_true(strata_create(img, 4 << 20, "", &err));
+    bdrv_register(&zlog_driver);
+    log_ops = g_array_new(false, false, sizeof(LogOp));
+    g_autofree char *kv = g_strdup_printf("file.driver=q2-zlog,file.filename=%s", img);
+    BlockBackend *blk = open_qcow2(NULL, BDRV_O_RDWR, kv, &err);
+    if (!blk) {
+        fail_msg("open: %s", err->message);
+    }
+    BDRVQcow2State *s = qcow2_state(blk);
+
+    /* 4 KiB in the middle of cluster 0: 60 KiB of zeroes to keep. */
+    memset(buf, 0x5a, cs);
+    assert_int_equal(blk_pwrite(blk, 8192, 4096, buf, 0), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    uint64_t l2 = s->l1_table[0] & L1E_OFFSET_MASK;
+    uint64_t h = peek64(img, l2) & L2E_OFFSET_MASK;
+    assert_int_not_equal(h, 0);
+    int z = first_op_at('Z', h), w = first_op_at('W', h + 8192), w_l2 = last_write_at(l2);
+    assert_true(z >= 0 && w > z && w_l2 > w && flush_between(w, w_l2));
+    LogOp *zo = &g_array_index(log_ops, LogOp, z), *wo = &g_array_index(log_ops, LogOp, w);
+    assert_true(zo->offset == h && zo->bytes == cs);
+    assert_true(wo->offset == h + 8192 && wo->bytes == 4096);
+    assert_int_equal(first_op_at('W', h), -1); /* no zeroes written by hand */
+
+    /* 60 KiB into cluster 1: only 4 KiB to keep, written with the data in one go. */
+    g_array_set_size(log_ops, 0);
+    assert_int_equal(blk_pwrite(blk, cs + 4096, cs - 4096, buf, 0), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    uint64_t h1 = peek64(img, l2 + 8) & L2E_OFFSET_MASK;
+    w = first_op_at('W', h1);
+    assert_true(w >= 0 && g_array_index(log_ops, LogOp, w).bytes == cs);
+    assert_int_equal(first_op_at('Z', h1), -1);
+
+    memset(want + 8192, 0x5a, 4096);
+    memset(want + cs + 4096, 0x5a, cs - 4096);
+    assert_int_equal(blk_pread(blk, 0, 2 * cs, got, 0), 0);
+    assert_memory_equal(got, want, 2 * cs);
+    blk_unref(blk);
+    g_array_unref(log_ops);
+    log_ops = NULL;
+    if (have_qemu_img) {
+        assert_qemu_img_check_clean(img);
+    }
+    g_free(buf);
+    g_free(got);
+    g_free(want);
+}
+
 /* ---- main -------------------------------------------------------------------------------------
  */
 
@@ -1351,6 +1464,7 @@ int main(void)
         QCOW2_TEST(test_reopen_read_only_and_back_keeps_the_image_clean),
         QCOW2_TEST(test_backing_file_name_can_be_changed),
         QCOW2_TEST(test_preallocated_extended_l2_overlay_shows_its_backing_file),
+        QCOW2_TEST(test_a_small_write_into_a_fresh_cluster_has_the_file_zero_the_rest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
