@@ -15,6 +15,7 @@
 #include "block/block-int.h"
 #include "block/graph-lock.h"
 #include "block/options.h"
+#include "block/snapshot.h"
 
 void img_error(const char *fmt, ...)
 {
@@ -372,4 +373,54 @@ int64_t img_get_allocated_file_size(BlockDriverState *bs)
     ImgAllocSize a = {.bs = bs};
     img_run_co(img_alloc_size_co, &a);
     return a.ret;
+}
+
+void img_snapshot_param_clear(ImgSnapshotParam *p)
+{
+    g_free(p->id);
+    g_free(p->name);
+    *p = (ImgSnapshotParam){0};
+}
+
+bool img_parse_snapshot_param(const char *arg, ImgSnapshotParam *p)
+{
+    GError *err = NULL;
+    GHashTableIter it;
+    gpointer key;
+
+    img_snapshot_param_clear(p);
+    if (!g_str_has_prefix(arg, "snapshot.")) {
+        p->name = g_strdup(arg);
+        p->plain = true;
+        return true;
+    }
+    g_autoptr(GHashTable) kv = opts_new();
+    if (!opts_parse_kv(kv, arg, NULL, &err)) {
+        img_report_error(err);
+        img_error("Failed in parsing snapshot param '%s'", arg);
+        return false;
+    }
+    g_hash_table_iter_init(&it, kv);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (strcmp(key, "snapshot.id") != 0 && strcmp(key, "snapshot.name") != 0) {
+            img_error("Invalid parameter '%s'", (const char *)key);
+            img_error("Failed in parsing snapshot param '%s'", arg);
+            return false;
+        }
+    }
+    p->id = g_strdup(opts_get(kv, "snapshot.id"));
+    p->name = g_strdup(opts_get(kv, "snapshot.name"));
+    return true;
+}
+
+bool img_load_snapshot(BlockDriverState *bs, const ImgSnapshotParam *p)
+{
+    GError *err = NULL;
+    bool ok = p->plain ? bdrv_snapshot_load_tmp_by_id_or_name(bs, p->name, &err)
+                       : bdrv_snapshot_load_tmp(bs, p->id, p->name, &err);
+    if (!ok) {
+        img_error("Failed to load snapshot: %s", err->message);
+        g_error_free(err);
+    }
+    return ok;
 }

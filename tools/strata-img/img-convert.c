@@ -23,16 +23,15 @@
 #include "tools/strata-img/img.h"
 
 typedef struct ConvArgs {
-    ImgOpenOptions src;      /* -f, --image-opts, -T, -U */
-    const char *out_fmt;     /* -O, NULL until given */
-    bool tgt_image_opts;     /* --target-image-opts */
-    char *options;           /* every -o joined with ',' */
-    const char *out_baseimg; /* -B */
-    const char *backing_fmt; /* -F */
-    char *snapshot_id;       /* -l snapshot.id=... */
-    char *snapshot_name;     /* -l NAME or snapshot.name=... */
-    const char *cache;       /* -t */
-    bool skip_create;        /* -n */
+    ImgOpenOptions src;        /* -f, --image-opts, -T, -U */
+    const char *out_fmt;       /* -O, NULL until given */
+    bool tgt_image_opts;       /* --target-image-opts */
+    char *options;             /* every -o joined with ',' */
+    const char *out_baseimg;   /* -B */
+    const char *backing_fmt;   /* -F */
+    ImgSnapshotParam snapshot; /* -l */
+    const char *cache;         /* -t */
+    bool skip_create;          /* -n */
     bool target_is_zero;
     bool bitmaps, skip_broken_bitmaps;
     bool explicit_min_sparse;
@@ -97,39 +96,6 @@ static bool conv_parse_workers(ConvArgs *a, const char *arg)
     return true;
 }
 
-/* -l: a snapshot name, or snapshot.id=ID,snapshot.name=NAME. */
-static bool conv_parse_snapshot(ConvArgs *a, const char *arg)
-{
-    GError *err = NULL;
-    GHashTableIter it;
-    gpointer key;
-
-    g_free(a->snapshot_id);
-    g_free(a->snapshot_name);
-    a->snapshot_id = a->snapshot_name = NULL;
-    if (!g_str_has_prefix(arg, "snapshot.")) {
-        a->snapshot_name = g_strdup(arg);
-        return true;
-    }
-    g_autoptr(GHashTable) kv = opts_new();
-    if (!opts_parse_kv(kv, arg, NULL, &err)) {
-        img_report_error(err);
-        img_error("Failed in parsing snapshot param '%s'", arg);
-        return false;
-    }
-    g_hash_table_iter_init(&it, kv);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        if (strcmp(key, "snapshot.id") != 0 && strcmp(key, "snapshot.name") != 0) {
-            img_error("Invalid parameter '%s'", (const char *)key);
-            img_error("Failed in parsing snapshot param '%s'", arg);
-            return false;
-        }
-    }
-    a->snapshot_id = g_strdup(opts_get(kv, "snapshot.id"));
-    a->snapshot_name = g_strdup(opts_get(kv, "snapshot.name"));
-    return true;
-}
-
 static int conv_long_option(ConvArgs *a, int c, char **argv);
 
 /* One option; returns 0 to go on, 1 for an error exit, -1 for a success exit (-h). */
@@ -156,7 +122,7 @@ static int conv_option(ConvArgs *a, int c, char **argv)
     case 'o':
         return img_opt_list_append(&a->options, optarg) ? 0 : 1;
     case 'l':
-        return conv_parse_snapshot(a, optarg) ? 0 : 1;
+        return img_parse_snapshot_param(optarg, &a->snapshot) ? 0 : 1;
     case 'S':
         return conv_parse_sparse(a, optarg) ? 0 : 1;
     case 'p':
@@ -278,21 +244,6 @@ static bool conv_open_sources(ConvArgs *a, char **names, int n)
     return true;
 }
 
-/* -l: the source shows the snapshot's disk from now on (the node is read-only). */
-static bool conv_load_snapshot(ConvArgs *a, BlockDriverState *bs)
-{
-    GError *err = NULL;
-    bool ok = a->snapshot_id || !a->snapshot_name
-                  ? bdrv_snapshot_load_tmp(bs, a->snapshot_id, a->snapshot_name, &err)
-                  : bdrv_snapshot_load_tmp_by_id_or_name(bs, a->snapshot_name, &err);
-
-    if (!ok) {
-        img_error("Failed to load snapshot: %s", err->message);
-        g_error_free(err);
-    }
-    return ok;
-}
-
 /* --bitmaps: qemu-img's checks of the source, before the target exists. */
 static bool conv_check_bitmaps(ConvArgs *a, BlockDriverState *bs)
 {
@@ -339,12 +290,12 @@ static bool conv_check_sources(ConvArgs *a)
 {
     ImgConvert *s = &a->s;
 
-    if (a->snapshot_id || a->snapshot_name) {
+    if (a->snapshot.id || a->snapshot.name) {
         if (s->nsrc > 1) {
             img_error("No support for concatenating multiple snapshot");
             return false;
         }
-        if (!conv_load_snapshot(a, blk_bs(s->src[0].blk))) {
+        if (!img_load_snapshot(blk_bs(s->src[0].blk), &a->snapshot)) {
             return false;
         }
     }
@@ -596,7 +547,6 @@ int img_convert(int argc, char **argv)
     ret = conv_run(&a, argv + optind, nsrc, out_filename);
 out:
     g_free(a.options);
-    g_free(a.snapshot_id);
-    g_free(a.snapshot_name);
+    img_snapshot_param_clear(&a.snapshot);
     return ret;
 }

@@ -56,35 +56,9 @@ static void img_measure_print(const BlockMeasureInfo *m, ImgOutputFormat output)
  */
 static bool img_measure_load_snapshot(const char *arg, BlockDriverState *bs)
 {
-    GError *err = NULL;
-    GHashTableIter it;
-    gpointer key;
-    bool ok;
-
-    if (!g_str_has_prefix(arg, "snapshot.")) {
-        ok = bdrv_snapshot_load_tmp_by_id_or_name(bs, arg, &err);
-    } else {
-        g_autoptr(GHashTable) kv = opts_new();
-        if (!opts_parse_kv(kv, arg, NULL, &err)) {
-            img_report_error(err);
-            img_error("Failed in parsing snapshot param '%s'", arg);
-            return false;
-        }
-        g_hash_table_iter_init(&it, kv);
-        while (g_hash_table_iter_next(&it, &key, NULL)) {
-            if (strcmp(key, "snapshot.id") != 0 && strcmp(key, "snapshot.name") != 0) {
-                img_error("Invalid parameter '%s'", (const char *)key);
-                img_error("Failed in parsing snapshot param '%s'", arg);
-                return false;
-            }
-        }
-        ok = bdrv_snapshot_load_tmp(bs, opts_get(kv, "snapshot.id"), opts_get(kv, "snapshot.name"),
-                                    &err);
-    }
-    if (!ok) {
-        img_error("Failed to load snapshot: %s", err->message);
-        g_error_free(err);
-    }
+    ImgSnapshotParam p = {0};
+    bool ok = img_parse_snapshot_param(arg, &p) && img_load_snapshot(bs, &p);
+    img_snapshot_param_clear(&p);
     return ok;
 }
 

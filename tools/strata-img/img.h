@@ -139,6 +139,20 @@ enum {
 };
 
 /*
+ * -l's argument in qemu-img's two forms: a plain ID or name, or
+ * snapshot.id=ID,snapshot.name=NAME.  The parser prints qemu-img's errors;
+ * the loader shows the snapshot's disk on the read-only @bs from then on.
+ */
+typedef struct ImgSnapshotParam {
+    char *id;
+    char *name;
+    bool plain; /* @name is an ID or a name, tried in that order */
+} ImgSnapshotParam;
+bool img_parse_snapshot_param(const char *arg, ImgSnapshotParam *p);
+bool img_load_snapshot(BlockDriverState *bs, const ImgSnapshotParam *p);
+void img_snapshot_param_clear(ImgSnapshotParam *p);
+
+/*
  * The options subcommands share, with qemu-img's meaning: -h (help),
  * -f, -U, --image-opts and -t / -T (the cache of the image @o opens) fill
  * @o; -q sets *@quiet; --output stores its argument in *@output (parsed
