@@ -208,3 +208,34 @@ int coroutine_fn block_job_co_mark_allocated(BlockJob *bjob, BdrvDirtyBitmap *bm
     }
     return 0;
 }
+
+int coroutine_fn block_job_co_copy_marked(BlockJob *bjob, BlockCopy *bc, BdrvDirtyBitmap *work,
+                                          BlockBackend *target)
+{
+    Job *job = &bjob->job;
+
+    job_progress_set_remaining(job, bdrv_get_dirty_count(work));
+    for (;;) {
+        job_pause_point(job);
+        if (job_is_cancelled(job)) {
+            break;
+        }
+        int64_t delay = block_copy_co_issue(bc);
+        if (block_copy_ret(bc) < 0) {
+            break;
+        }
+        if (delay > 0) {
+            job_sleep_ns(job, delay);
+        } else if (block_copy_ops_in_flight(bc) > 0) {
+            block_copy_co_wait_one(bc);
+        } else if (bdrv_get_dirty_count(work) == 0) {
+            break;
+        }
+    }
+    block_copy_co_wait_all(bc);
+    int ret = block_copy_ret(bc);
+    if (ret == 0 && !job_is_cancelled(job)) {
+        ret = blk_co_flush(target);
+    }
+    return ret;
+}

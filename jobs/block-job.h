@@ -14,6 +14,7 @@
 #include "block/block-backend.h"
 #include "block/block-int.h"
 #include "block/dirty-bitmap.h"
+#include "jobs/block-copy.h"
 #include "jobs/job.h"
 
 typedef struct BlockJob {
@@ -66,5 +67,15 @@ char *block_job_backing_name(BlockDriverState *overlay, BlockDriverState *base,
 int coroutine_fn block_job_co_mark_allocated(BlockJob *bjob, BdrvDirtyBitmap *bm,
                                              BlockDriverState *top, BlockDriverState *base,
                                              bool skip_top, int64_t bytes);
+
+/*
+ * The copy loop commit and stream share: keeps @bc issuing copies of what
+ * @work marks, with a pause point and the rate limit's sleep between
+ * issues, until nothing is left, the job is cancelled or a copy fails;
+ * then waits for the copies in flight and, when all went well, flushes
+ * @target.  Returns 0 or -errno.
+ */
+int coroutine_fn block_job_co_copy_marked(BlockJob *bjob, BlockCopy *bc, BdrvDirtyBitmap *work,
+                                          BlockBackend *target);
 
 #endif /* STRATA_BLOCK_JOB_H */

@@ -49,31 +49,7 @@ static int coroutine_fn stream_run(Job *job, GError **errp)
     if (ret < 0) {
         return ret;
     }
-    job_progress_set_remaining(job, bdrv_get_dirty_count(s->work));
-
-    for (;;) {
-        job_pause_point(job);
-        if (job_is_cancelled(job)) {
-            break;
-        }
-        int64_t delay = block_copy_co_issue(s->bc);
-        if (block_copy_ret(s->bc) < 0) {
-            break;
-        }
-        if (delay > 0) {
-            job_sleep_ns(job, delay);
-        } else if (block_copy_ops_in_flight(s->bc) > 0) {
-            block_copy_co_wait_one(s->bc);
-        } else if (bdrv_get_dirty_count(s->work) == 0) {
-            break;
-        }
-    }
-    block_copy_co_wait_all(s->bc);
-    ret = block_copy_ret(s->bc);
-    if (ret == 0 && !job_is_cancelled(job)) {
-        ret = blk_co_flush(s->blk);
-    }
-    return ret;
+    return block_job_co_copy_marked(&s->common, s->bc, s->work, s->blk);
 }
 
 static void stream_release_io(StreamJob *s)
