@@ -90,9 +90,7 @@ static G_GNUC_UNUSED void assert_image_is(Fixture *f, const char *img, const uin
                                           uint64_t size)
 {
     g_autofree char *raw = path_in(f, "expect.raw");
-    write_file(raw, model, size);
-    assert_qemu_img_check_clean(img);
-    assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+    assert_image_matches_model(img, raw, model, size);
     unlink(raw);
 }
 

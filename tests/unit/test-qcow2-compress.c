@@ -124,9 +124,7 @@ static void test_compressed_images_pass_qemu_img_check_and_compare(void **state)
         assert_reads_as(blk, model, size);
         blk_unref(blk);
 
-        write_file(raw, model, size);
-        assert_qemu_img_check_clean(img);
-        assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+        assert_image_matches_model(img, raw, model, size);
         /* Three clusters in five compress (zeroes too), the random one does not. */
         double pct = qemu_compressed_percent(img);
         assert_true(pct > 50.0 && pct < 100.0);
@@ -180,9 +178,7 @@ static void test_compressed_clusters_share_host_clusters(void **state)
     assert_true(st.st_size <= 6 * (off_t)cs);
     if (have_qemu_img) {
         g_autofree char *raw = path_in(f, "p.raw");
-        write_file(raw, model, size);
-        assert_qemu_img_check_clean(img);
-        assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+        assert_image_matches_model(img, raw, model, size);
     }
     g_free(model);
 }
@@ -211,9 +207,7 @@ static void test_normal_writes_over_compressed_clusters(void **state)
     g_rand_free(w.rand);
     blk_unref(blk);
     if (have_qemu_img) {
-        write_file(raw, model, size);
-        assert_qemu_img_check_clean(img);
-        assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+        assert_image_matches_model(img, raw, model, size);
     }
     blk = open_rw(img);
     assert_reads_as(blk, model, size);
@@ -273,9 +267,7 @@ static void test_compressed_write_into_allocated_cluster_fails(void **state)
         assert_reads_as(blk, model, size);
         blk_unref(blk);
         if (have_qemu_img) {
-            write_file(raw, model, size);
-            assert_qemu_img_check_clean(img);
-            assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+            assert_image_matches_model(img, raw, model, size);
         }
     }
     g_free(model);
@@ -330,9 +322,7 @@ static void test_zlib_estimate_keeps_compressible_clusters(void **state)
      */
     assert_true(sb.st_size <= (off_t)(10 * cs));
     if (have_qemu_img) {
-        write_file(raw, model, size);
-        assert_qemu_img_check_clean(img);
-        assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+        assert_image_matches_model(img, raw, model, size);
     }
     g_free(model);
 }
@@ -393,9 +383,7 @@ static void test_parallel_writers_compress_in_worker_threads(void **state)
     assert_reads_as(blk, model, size);
     blk_unref(blk);
     if (have_qemu_img) {
-        write_file(raw, model, size);
-        assert_qemu_img_check_clean(img);
-        assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+        assert_image_matches_model(img, raw, model, size);
     }
     g_free(model);
 }

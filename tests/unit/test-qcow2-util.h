@@ -159,6 +159,15 @@ static G_GNUC_UNUSED void write_file(const char *path, const void *buf, size_t l
     close(fd);
 }
 
+/* @img must check clean and read as @model (qemu-img compare against @raw, written from it). */
+static G_GNUC_UNUSED void assert_image_matches_model(const char *img, const char *raw,
+                                                     const uint8_t *model, uint64_t size)
+{
+    write_file(raw, model, size);
+    assert_qemu_img_check_clean(img);
+    assert_qemu_img_compare_equal(img, "qcow2", raw, "raw");
+}
+
 /* Asserts that @blk reads exactly @model over its whole length. */
 static G_GNUC_UNUSED void assert_reads_as(BlockBackend *blk, const uint8_t *model, uint64_t size)
 {
